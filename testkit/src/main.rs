@@ -1,0 +1,3 @@
+//! `sitrep-testkit`: serves the incident scenario from real and replayed parts.
+
+fn main() {}
