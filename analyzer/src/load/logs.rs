@@ -1,0 +1,182 @@
+//! Container logs → the `log_lines` table and a few example lines per signature.
+//!
+//! Logs can be large, so each line is read into one reused buffer, classified against the
+//! timeout lexicon and dropped; only its time, its source and the matching signature are
+//! kept, plus a handful of matching lines as examples.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+use sitrep_schemas::report::Problem;
+
+use super::k8s::PodContainer;
+use super::{millis, minute_of, parse_time};
+use crate::bundle::problem;
+use crate::detect::timeouts::Lexicon;
+
+/// Matching lines kept per file and signature, for the report.
+const EXAMPLES_PER_SIGNATURE: usize = 3;
+/// Example lines are cut to this many characters.
+const EXAMPLE_CHARS: usize = 300;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Example {
+    pub(crate) file: String,
+    pub(crate) namespace: String,
+    pub(crate) pod: String,
+    pub(crate) ts: Option<DateTime<Utc>>,
+    pub(crate) signature: &'static str,
+    pub(crate) text: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogFile {
+    namespace: String,
+    pod: String,
+    container: String,
+    /// `(ms, signature)` for every line; lines without a timestamp have no time.
+    lines: Vec<(Option<i64>, Option<&'static str>)>,
+    examples: Vec<Example>,
+}
+
+impl LogFile {
+    /// Reads `logs/<ns>/<pod>/<file>`; `None` when the name is not a container log.
+    pub(crate) fn read(
+        path: &str,
+        namespace: &str,
+        pod: &str,
+        file: &str,
+        reader: &mut dyn BufRead,
+        lexicon: &Lexicon,
+        problems: &mut Vec<Problem>,
+    ) -> Option<LogFile> {
+        let container = file
+            .strip_suffix(".previous.log")
+            .or_else(|| file.strip_suffix(".log"))?;
+        let mut log = LogFile {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            container: container.to_owned(),
+            lines: Vec::new(),
+            examples: Vec::new(),
+        };
+        let mut kept: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            match reader.read_until(b'\n', &mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) => {
+                    problems.push(problem(path, format!("cannot read entry: {error}")));
+                    break;
+                }
+            }
+            let line = String::from_utf8_lossy(&buffer);
+            let line = line.trim_end_matches(['\n', '\r']);
+            let (ts, message) = split_timestamp(line);
+            let signature = lexicon.classify(message);
+            if let Some(signature) = signature {
+                let count = kept.entry(signature).or_default();
+                if *count < EXAMPLES_PER_SIGNATURE && ts.is_some() {
+                    *count += 1;
+                    log.examples.push(Example {
+                        file: path.to_owned(),
+                        namespace: log.namespace.clone(),
+                        pod: log.pod.clone(),
+                        ts,
+                        signature,
+                        text: message.chars().take(EXAMPLE_CHARS).collect(),
+                    });
+                }
+            }
+            log.lines.push((ts.map(millis), signature));
+        }
+        Some(log)
+    }
+}
+
+/// Splits the API server's `timestamps=true` prefix from the message. A line whose first
+/// word is not an RFC 3339 time keeps all its text and has no time.
+pub(crate) fn split_timestamp(line: &str) -> (Option<DateTime<Utc>>, &str) {
+    if let Some((first, rest)) = line.split_once(' ')
+        && let Some(ts) = parse_time(first)
+    {
+        return (Some(ts), rest);
+    }
+    (None, line)
+}
+
+/// Builds `log_lines` from timestamped lines. The service is the pod's `app` label, else
+/// its owning deployment, else the pod name (a pod absent from `k8s/pods.ndjson`).
+pub(crate) fn frame(files: Vec<LogFile>, pods: &[PodContainer]) -> (DataFrame, Vec<Example>) {
+    let services: BTreeMap<(&str, &str), &str> = pods
+        .iter()
+        .map(|p| ((p.namespace.as_str(), p.pod.as_str()), p.service.as_str()))
+        .collect();
+    let mut ts = Vec::new();
+    let mut minute = Vec::new();
+    let mut namespace = Vec::new();
+    let mut pod = Vec::new();
+    let mut container = Vec::new();
+    let mut service = Vec::new();
+    let mut signature: Vec<Option<&'static str>> = Vec::new();
+    let mut examples = Vec::new();
+    for file in files {
+        let svc = services
+            .get(&(file.namespace.as_str(), file.pod.as_str()))
+            .map_or_else(|| file.pod.clone(), |s| (*s).to_owned());
+        for (at, sig) in file.lines {
+            let Some(at) = at else { continue };
+            ts.push(at);
+            minute.push(minute_of(at));
+            namespace.push(file.namespace.clone());
+            pod.push(file.pod.clone());
+            container.push(file.container.clone());
+            service.push(svc.clone());
+            signature.push(sig);
+        }
+        examples.extend(file.examples);
+    }
+    let frame = DataFrame::new_infer_height(vec![
+        datetime_column("ts", ts),
+        datetime_column("minute", minute),
+        Column::new("namespace".into(), namespace),
+        Column::new("pod".into(), pod),
+        Column::new("container".into(), container),
+        Column::new("service".into(), service),
+        Column::new("signature".into(), signature),
+    ])
+    .expect("columns have equal length");
+    (frame, examples)
+}
+
+/// A UTC datetime column in milliseconds.
+pub(crate) fn datetime_column(name: &str, ms: Vec<i64>) -> Column {
+    Column::new(name.into(), ms)
+        .cast(&DataType::Datetime(
+            TimeUnit::Milliseconds,
+            Some(TimeZone::UTC),
+        ))
+        .expect("i64 casts to datetime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_split_from_the_message() {
+        let (ts, message) = split_timestamp("2026-12-04T13:40:00.123456789Z hello world");
+        assert_eq!(
+            ts.map(|t| t.timestamp_nanos_opt()),
+            Some(Some(1_796_391_600_123_456_789))
+        );
+        assert_eq!(message, "hello world");
+
+        assert_eq!(split_timestamp("no time here"), (None, "no time here"));
+        assert_eq!(split_timestamp("2026-13-99T00:00:00Z x").0, None);
+    }
+}

@@ -1,0 +1,248 @@
+//! Turns bundle entries into the analyzer's tables.
+//!
+//! [`Loader`] is the bundle reader's sink: it parses each entry as it streams by and keeps
+//! the result under the entry's path, so an entry that later fails verification can be
+//! dropped whole. [`Loader::finish`] assembles the tables the detectors read. Bad input
+//! never aborts loading: each unparsable line becomes a problem naming file and line.
+
+pub(crate) mod k8s;
+pub(crate) mod logs;
+pub(crate) mod metrics;
+pub(crate) mod neo4j;
+pub(crate) mod postgres;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::DataFrame;
+use sitrep_schemas::paths;
+use sitrep_schemas::records::PromQueryLog;
+use sitrep_schemas::report::Problem;
+
+use crate::bundle::{EntrySink, problem};
+use crate::detect::timeouts::Lexicon;
+
+/// Everything the detectors read, assembled from the entries that passed verification.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    /// `ts, minute, query, namespace, service, pod, container, le, reason, value`.
+    pub(crate) metrics: DataFrame,
+    pub(crate) deployments: Vec<k8s::Deployment>,
+    pub(crate) rollouts: Vec<k8s::Rollout>,
+    pub(crate) pods: Vec<k8s::PodContainer>,
+    pub(crate) events: Vec<k8s::EventRow>,
+    /// `ts, minute, namespace, pod, container, service, signature`; timestamped lines only.
+    pub(crate) log_lines: DataFrame,
+    pub(crate) log_examples: Vec<logs::Example>,
+    pub(crate) pg_activity: Vec<postgres::PgRow>,
+    pub(crate) neo4j_tx: Vec<neo4j::Neo4jTx>,
+    pub(crate) neo4j_servers: BTreeMap<String, sitrep_schemas::records::Neo4jServer>,
+}
+
+/// What one entry held, kept until the manifest confirms it.
+#[derive(Debug)]
+enum Parsed {
+    K8s(String, Vec<serde_json::Value>),
+    Log(logs::LogFile),
+    PromQueries(PromQueryLog),
+    PromResponse(Vec<metrics::PromSeries>),
+    PgActivity(Vec<postgres::PgRow>),
+    Neo4jServer(String, sitrep_schemas::records::Neo4jServer),
+    Neo4jTx(Vec<neo4j::Neo4jTx>),
+    Other,
+}
+
+#[derive(Debug)]
+pub(crate) struct Loader {
+    lexicon: Lexicon,
+    parsed: BTreeMap<String, Parsed>,
+}
+
+impl Loader {
+    pub(crate) fn new(lexicon: Lexicon) -> Self {
+        Loader {
+            lexicon,
+            parsed: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn finish(self, problems: &mut Vec<Problem>) -> Tables {
+        let mut objects: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        let mut log_files = Vec::new();
+        let mut query_log = None;
+        let mut responses = BTreeMap::new();
+        let mut pg_activity = Vec::new();
+        let mut neo4j_tx = Vec::new();
+        let mut neo4j_servers = BTreeMap::new();
+        for (path, parsed) in self.parsed {
+            match parsed {
+                Parsed::K8s(resource, items) => objects.entry(resource).or_default().extend(items),
+                Parsed::Log(file) => log_files.push(file),
+                Parsed::PromQueries(log) => query_log = Some(log),
+                Parsed::PromResponse(series) => {
+                    responses.insert(path, series);
+                }
+                Parsed::PgActivity(rows) => pg_activity.extend(rows),
+                Parsed::Neo4jServer(target, server) => {
+                    neo4j_servers.insert(target, server);
+                }
+                Parsed::Neo4jTx(rows) => neo4j_tx.extend(rows),
+                Parsed::Other => {}
+            }
+        }
+
+        let cluster = k8s::Cluster::from_objects(&objects);
+        let metrics = metrics::frame(query_log.as_ref(), responses, problems);
+        let (log_lines, log_examples) = logs::frame(log_files, &cluster.pods);
+        Tables {
+            metrics,
+            deployments: cluster.deployments,
+            rollouts: cluster.rollouts,
+            pods: cluster.pods,
+            events: cluster.events,
+            log_lines,
+            log_examples,
+            pg_activity,
+            neo4j_tx,
+            neo4j_servers,
+        }
+    }
+}
+
+impl EntrySink for Loader {
+    fn entry(&mut self, path: &str, reader: &mut dyn BufRead) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let parsed = parse_entry(path, reader, &self.lexicon, &mut problems);
+        self.parsed.insert(path.to_owned(), parsed);
+        problems
+    }
+
+    fn discard(&mut self, path: &str) {
+        self.parsed.remove(path);
+    }
+}
+
+fn parse_entry(
+    path: &str,
+    reader: &mut dyn BufRead,
+    lexicon: &Lexicon,
+    problems: &mut Vec<Problem>,
+) -> Parsed {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["k8s", file] => match file.strip_suffix(".ndjson") {
+            Some(resource) => {
+                let items = ndjson::<serde_json::Value>(path, reader, problems)
+                    .into_iter()
+                    .map(|(_, item)| item)
+                    .collect();
+                Parsed::K8s(resource.to_owned(), items)
+            }
+            None => Parsed::Other,
+        },
+        ["logs", namespace, pod, file] => match logs::LogFile::read(
+            path, namespace, pod, file, reader, lexicon, problems,
+        ) {
+            Some(log) => Parsed::Log(log),
+            None => Parsed::Other,
+        },
+        ["prometheus", _] if path == paths::PROMETHEUS_QUERIES => {
+            match json_document::<PromQueryLog>(path, reader, problems) {
+                Some(log) => Parsed::PromQueries(log),
+                None => Parsed::Other,
+            }
+        }
+        ["prometheus", file] if file.ends_with(".json") => {
+            Parsed::PromResponse(metrics::read_response(path, reader, problems))
+        }
+        ["postgres", target, "activity.ndjson"] => {
+            Parsed::PgActivity(postgres::read_activity(path, target, reader, problems))
+        }
+        ["neo4j", target, "server.json"] => {
+            match json_document::<sitrep_schemas::records::Neo4jServer>(path, reader, problems) {
+                Some(server) => Parsed::Neo4jServer((*target).to_owned(), server),
+                None => Parsed::Other,
+            }
+        }
+        ["neo4j", target, "transactions.ndjson"] => {
+            Parsed::Neo4jTx(neo4j::read_transactions(path, target, reader, problems))
+        }
+        _ => Parsed::Other,
+    }
+}
+
+/// Reads one JSON value a line, each with its line number; each bad line is a problem
+/// with its number.
+pub(crate) fn ndjson<T: serde::de::DeserializeOwned>(
+    path: &str,
+    reader: &mut dyn BufRead,
+    problems: &mut Vec<Problem>,
+) -> Vec<(u64, T)> {
+    let mut rows = Vec::new();
+    let mut line = String::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) => {
+                problems.push(problem(path, format!("cannot read entry: {error}")));
+                break;
+            }
+        }
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<T>(&line) {
+            Ok(row) => rows.push((number, row)),
+            Err(error) => problems.push(line_problem(path, number, None, error.to_string())),
+        }
+    }
+    rows
+}
+
+pub(crate) fn json_document<T: serde::de::DeserializeOwned>(
+    path: &str,
+    reader: &mut dyn BufRead,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match serde_json::from_reader(reader) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            problems.push(problem(path, format!("cannot parse JSON: {error}")));
+            None
+        }
+    }
+}
+
+pub(crate) fn line_problem(path: &str, line: u64, field: Option<&str>, message: String) -> Problem {
+    Problem {
+        file: path.to_owned(),
+        line: Some(line),
+        field: field.map(str::to_owned),
+        message: format!("cannot parse line: {message}"),
+    }
+}
+
+pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.with_timezone(&Utc))
+}
+
+/// Milliseconds since the epoch, the unit of every datetime column.
+pub(crate) fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Start of the minute holding `ms`.
+pub(crate) fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(60_000) * 60_000
+}

@@ -1,0 +1,195 @@
+//! `neo4j/<target>/transactions.ndjson` → the `neo4j_tx` rows.
+//!
+//! Neo4j 5.x (`SHOW TRANSACTIONS`) and 4.x (`dbms.listQueries`) name their columns
+//! differently; both are read into one shape here. Over the HTTP API a 5.x duration is
+//! rendered as an ISO-8601 string such as `PT12.5S`.
+
+use std::io::BufRead;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sitrep_schemas::records::Neo4jListing;
+use sitrep_schemas::report::Problem;
+
+use super::{line_problem, ndjson, parse_time};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Neo4jTx {
+    pub(crate) target: String,
+    pub(crate) file: String,
+    pub(crate) sample_ts: DateTime<Utc>,
+    pub(crate) id: String,
+    /// Which listing the row's column names say it came from.
+    pub(crate) listing: Neo4jListing,
+    pub(crate) status: Option<String>,
+    pub(crate) elapsed_seconds: f64,
+    pub(crate) query: String,
+    pub(crate) user: Option<String>,
+    pub(crate) database: Option<String>,
+}
+
+pub(crate) fn read_transactions(
+    path: &str,
+    target: &str,
+    reader: &mut dyn BufRead,
+    problems: &mut Vec<Problem>,
+) -> Vec<Neo4jTx> {
+    let mut out = Vec::new();
+    for (number, row) in ndjson::<Value>(path, reader, problems) {
+        match transaction(path, target, &row) {
+            Ok(tx) => out.push(tx),
+            Err(field) => problems.push(line_problem(
+                path,
+                number,
+                Some(field),
+                format!("`{field}` is missing or malformed"),
+            )),
+        }
+    }
+    out
+}
+
+fn transaction(path: &str, target: &str, row: &Value) -> Result<Neo4jTx, &'static str> {
+    let text = |key: &str| row.get(key).and_then(Value::as_str).map(str::to_owned);
+    let sample_ts = text("sample_ts")
+        .as_deref()
+        .and_then(parse_time)
+        .ok_or("sample_ts")?;
+    let (listing, id, query, elapsed_seconds) = if let Some(id) = text("transactionId") {
+        let elapsed = row.get("elapsedTime").ok_or("elapsedTime")?;
+        let seconds = duration_value_seconds(elapsed).ok_or("elapsedTime")?;
+        let query = text("currentQuery").unwrap_or_default();
+        (Neo4jListing::ShowTransactions, id, query, seconds)
+    } else if let Some(id) = text("queryId") {
+        let millis = row
+            .get("elapsedTimeMillis")
+            .and_then(Value::as_f64)
+            .ok_or("elapsedTimeMillis")?;
+        let query = text("query").unwrap_or_default();
+        (Neo4jListing::ListQueries, id, query, millis / 1000.0)
+    } else {
+        return Err("transactionId");
+    };
+    Ok(Neo4jTx {
+        target: target.to_owned(),
+        file: path.to_owned(),
+        sample_ts,
+        id,
+        listing,
+        status: text("status"),
+        elapsed_seconds,
+        query,
+        user: text("username"),
+        database: text("database").or_else(|| text("currentQueryDatabase")),
+    })
+}
+
+/// A duration as Neo4j may hand it over: an ISO-8601 string, a number of milliseconds,
+/// or a map with `seconds` and `nanoseconds`.
+fn duration_value_seconds(value: &Value) -> Option<f64> {
+    match value {
+        Value::String(text) => parse_iso_duration(text),
+        Value::Number(n) => n.as_f64().map(|ms| ms / 1000.0),
+        Value::Object(map) => {
+            let seconds = map.get("seconds").and_then(Value::as_f64)?;
+            let nanos = map.get("nanoseconds").and_then(Value::as_f64).unwrap_or(0.0);
+            Some(seconds + nanos / 1e9)
+        }
+        _ => None,
+    }
+}
+
+/// Parses an ISO-8601 duration (`PT12.5S`, `P1DT2H`, `P0M0DT0.012000000S`) into seconds.
+/// Years and months have no fixed length; they count as Neo4j's average lengths
+/// (365.2425 days, a twelfth of that).
+pub(crate) fn parse_iso_duration(text: &str) -> Option<f64> {
+    const DAY: f64 = 86_400.0;
+    const YEAR: f64 = 365.2425 * DAY;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let body = text.strip_prefix('P')?;
+    let (date, time) = match body.split_once('T') {
+        Some((date, time)) => (date, Some(time)),
+        None => (body, None),
+    };
+    let mut total = 0.0;
+    let mut any = false;
+    for (part, units) in [
+        (date, &[('Y', YEAR), ('M', YEAR / 12.0), ('W', 7.0 * DAY), ('D', DAY)][..]),
+        (time.unwrap_or(""), &[('H', 3600.0), ('M', 60.0), ('S', 1.0)][..]),
+    ] {
+        let mut number = String::new();
+        let mut next_unit = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' || c == '-' {
+                number.push(c);
+                continue;
+            }
+            let position = units[next_unit..].iter().position(|(u, _)| *u == c)?;
+            let (_, scale) = units[next_unit + position];
+            next_unit += position + 1;
+            total += number.parse::<f64>().ok()? * scale;
+            number.clear();
+            any = true;
+        }
+        if !number.is_empty() {
+            return None;
+        }
+    }
+    if time == Some("") || !any {
+        return None;
+    }
+    Some(if negative { -total } else { total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_durations_parse_to_seconds() {
+        let cases = [
+            ("PT12.5S", Some(12.5)),
+            ("PT12S", Some(12.0)),
+            ("PT0.012S", Some(0.012)),
+            ("PT1M30S", Some(90.0)),
+            ("PT2H", Some(7200.0)),
+            ("P1DT1S", Some(86_401.0)),
+            ("P0M0DT12.500000000S", Some(12.5)),
+            ("-PT3S", Some(-3.0)),
+            ("PT", None),
+            ("P", None),
+            ("12S", None),
+            ("PT5X", None),
+            ("PTS", None),
+            ("PT1S2M", None),
+        ];
+        for (text, want) in cases {
+            let got = parse_iso_duration(text);
+            match (got, want) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{text}: {g} != {w}"),
+                _ => assert_eq!(got, want, "{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn both_listings_read_into_one_shape() {
+        let five = serde_json::json!({
+            "sample": 1, "sample_ts": "2026-12-04T14:00:00Z", "transactionId": "neo4j-transaction-42",
+            "currentQuery": "MATCH (n) RETURN n", "elapsedTime": "PT12S", "status": "Running"
+        });
+        let four = serde_json::json!({
+            "sample": 1, "sample_ts": "2026-12-04T14:00:00Z", "queryId": "query-7",
+            "query": "MATCH (n) RETURN n", "elapsedTimeMillis": 6500
+        });
+        let tx = transaction("f", "t", &five).unwrap();
+        assert_eq!((tx.listing, tx.id.as_str(), tx.elapsed_seconds), (Neo4jListing::ShowTransactions, "neo4j-transaction-42", 12.0));
+        let q = transaction("f", "t", &four).unwrap();
+        assert_eq!((q.listing, q.id.as_str(), q.elapsed_seconds), (Neo4jListing::ListQueries, "query-7", 6.5));
+        let broken = serde_json::json!({"sample_ts": "2026-12-04T14:00:00Z", "transactionId": "x", "elapsedTime": "soon"});
+        assert_eq!(transaction("f", "t", &broken).unwrap_err(), "elapsedTime");
+    }
+}
