@@ -2,5 +2,10 @@
 //!
 //! Everything listens on 127.0.0.1 only and is torn down when its guard is dropped.
 
+pub mod http;
+pub mod k8s;
+pub mod neo4j;
 pub mod postgres;
 pub mod process;
+pub mod replay;
+pub mod scenario;

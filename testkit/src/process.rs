@@ -52,11 +52,11 @@ fn describe(command: &Command) -> String {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     // Behind `runuser` the interesting name is the tool it runs.
-    if program == "runuser" {
-        if let Some(tool) = command.get_args().skip_while(|arg| *arg != "--").nth(1) {
-            let tool = Path::new(tool).file_name().unwrap_or(tool);
-            return tool.to_string_lossy().into_owned();
-        }
+    if program == "runuser"
+        && let Some(tool) = command.get_args().skip_while(|arg| *arg != "--").nth(1)
+    {
+        let tool = Path::new(tool).file_name().unwrap_or(tool);
+        return tool.to_string_lossy().into_owned();
     }
     program
 }

@@ -1,3 +1,4 @@
 //! Integration tests of the test kit against the real servers it starts.
 
 mod postgres;
+mod replay;

@@ -1,0 +1,532 @@
+//! The replay servers: the scenario's Kubernetes API and Neo4j HTTP endpoint on
+//! 127.0.0.1, each on its own port and its own thread, so a test may block (running the
+//! collector binary, say) while they answer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::http::{self, Handler, Request, Response};
+use crate::k8s::{self, ContainerLog, Rendered};
+use crate::neo4j::{Neo4jMode, Neo4jReplay};
+use crate::scenario::Scenario;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("could not listen on 127.0.0.1")]
+    Bind(#[source] io::Error),
+    #[error("could not start the server thread")]
+    Thread(#[source] io::Error),
+}
+
+/// One HTTP server on its own thread; stopped on drop.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds 127.0.0.1:0 and serves `handler` until dropped.
+    pub fn start(name: &str, handler: Handler) -> Result<Self, ReplayError> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ReplayError::Bind)?;
+        listener.set_nonblocking(true).map_err(ReplayError::Bind)?;
+        let addr = listener.local_addr().map_err(ReplayError::Bind)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ReplayError::Thread)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("replay-{name}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(source = "replay", stage = "listen",
+                                error_type = "io", error = %error, "replay server cannot listen");
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        () = http::serve(listener, handler) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .map_err(ReplayError::Thread)?;
+        tracing::info!(source = "replay", stage = "start", server = name, %addr, "serving");
+        Ok(Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How the replay behaves.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub anchor: DateTime<Utc>,
+    pub neo4j_mode: Neo4jMode,
+    /// Refuse Kubernetes requests without the scenario's bearer token (401 `Status`).
+    pub require_token: bool,
+}
+
+impl ReplayOptions {
+    pub fn new(anchor: DateTime<Utc>) -> Self {
+        ReplayOptions {
+            anchor,
+            neo4j_mode: Neo4jMode::V5,
+            require_token: true,
+        }
+    }
+}
+
+/// The replayed Kubernetes API server and Neo4j endpoint of one scenario.
+#[derive(Debug)]
+pub struct Replay {
+    pub kubernetes: Server,
+    pub neo4j: Server,
+    scenario: Scenario,
+}
+
+impl Replay {
+    pub fn start(scenario: &Scenario, options: &ReplayOptions) -> Result<Self, ReplayError> {
+        let rendered = k8s::render(scenario, options.anchor);
+        let api = Arc::new(KubeApi {
+            scenario: scenario.clone(),
+            rendered,
+            require_token: options.require_token,
+        });
+        let kubernetes = Server::start("kubernetes", Arc::new(move |request| api.handle(request)))?;
+
+        // The base URL appears in the discovery document, so bind before building it.
+        let listener_placeholder = Arc::new(std::sync::OnceLock::<Neo4jReplay>::new());
+        let slot = listener_placeholder.clone();
+        let neo4j = Server::start(
+            "neo4j",
+            Arc::new(move |request| match slot.get() {
+                Some(replay) => replay.handle(request),
+                None => Response::json(503, &json!({ "errors": [] })),
+            }),
+        )?;
+        let _ = listener_placeholder.set(Neo4jReplay {
+            scenario: scenario.neo4j.clone(),
+            mode: options.neo4j_mode,
+            base_url: neo4j.url(),
+        });
+        Ok(Replay {
+            kubernetes,
+            neo4j,
+            scenario: scenario.clone(),
+        })
+    }
+
+    pub fn kubernetes_url(&self) -> String {
+        self.kubernetes.url()
+    }
+
+    pub fn neo4j_url(&self) -> String {
+        self.neo4j.url()
+    }
+
+    /// Writes a kubeconfig (mode 0600) whose current context points at the replay.
+    pub fn write_kubeconfig(&self, path: &Path) -> io::Result<()> {
+        let cluster = &self.scenario.cluster;
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {server}\n\
+             contexts:\n- name: {context}\n  context:\n    cluster: {name}\n    namespace: {namespace}\n    \
+             user: {context}-user\ncurrent-context: {context}\npreferences: {{}}\nusers:\n\
+             - name: {context}-user\n  user:\n    token: {token}\n",
+            name = cluster.name,
+            server = self.kubernetes_url(),
+            context = cluster.context,
+            namespace = cluster.namespace,
+            token = cluster.token,
+        );
+        write_private(path, text.as_bytes())
+    }
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+struct KubeApi {
+    scenario: Scenario,
+    rendered: Rendered,
+    require_token: bool,
+}
+
+/// A served list: its items, kind, apiVersion and whether it is namespaced.
+struct Listing<'a> {
+    items: &'a [Value],
+    kind: &'static str,
+    api_version: &'static str,
+    namespaced: bool,
+}
+
+impl KubeApi {
+    fn listing(&self, group_version: &str, resource: &str) -> Option<Listing<'_>> {
+        let r = &self.rendered;
+        let (items, kind, api_version, namespaced): (&[Value], _, _, _) =
+            match (group_version, resource) {
+                ("v1", "pods") => (&r.pods, "PodList", "v1", true),
+                ("v1", "events") => (&r.events, "EventList", "v1", true),
+                ("v1", "nodes") => (&r.nodes, "NodeList", "v1", false),
+                ("apps/v1", "deployments") => (&r.deployments, "DeploymentList", "apps/v1", true),
+                ("apps/v1", "replicasets") => (&r.replicasets, "ReplicaSetList", "apps/v1", true),
+                ("events.k8s.io/v1", "events") => {
+                    (&r.events_v1, "EventList", "events.k8s.io/v1", true)
+                }
+                ("metrics.k8s.io/v1beta1", "pods") => (
+                    &r.pod_metrics,
+                    "PodMetricsList",
+                    "metrics.k8s.io/v1beta1",
+                    true,
+                ),
+                _ => return None,
+            };
+        Some(Listing {
+            items,
+            kind,
+            api_version,
+            namespaced,
+        })
+    }
+
+    fn handle(&self, request: Request) -> Response {
+        if self.require_token {
+            let expected = format!("Bearer {}", self.scenario.cluster.token);
+            if request.header("authorization") != Some(expected.as_str()) {
+                return status(401, "Unauthorized", "Unauthorized", None);
+            }
+        }
+        if request.method != "GET" {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                None,
+            );
+        }
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["version"] => Response::json(200, &k8s::version(&self.scenario)),
+            ["healthz"] | ["readyz"] | ["livez"] => Response::text(200, "ok".into()),
+            ["api"] => {
+                let host = request.header("host").unwrap_or("127.0.0.1").to_owned();
+                Response::json(200, &k8s::api_versions(&host))
+            }
+            ["apis"] => Response::json(200, &k8s::api_groups()),
+            ["api", "v1"] => self.resources("v1"),
+            ["apis", group, version] => self.resources(&format!("{group}/{version}")),
+            ["api", "v1", resource] => self.list(&request, "v1", None, resource),
+            ["api", "v1", "namespaces", namespace, resource] => {
+                self.list(&request, "v1", Some(namespace), resource)
+            }
+            ["api", "v1", "nodes", name] => self.get(&request, "v1", None, "nodes", name),
+            ["api", "v1", "namespaces", namespace, "pods", name] => {
+                self.get(&request, "v1", Some(namespace), "pods", name)
+            }
+            ["api", "v1", "namespaces", namespace, "pods", name, "log"] => {
+                self.log(&request, namespace, name)
+            }
+            ["apis", group, version, resource] => {
+                self.list(&request, &format!("{group}/{version}"), None, resource)
+            }
+            ["apis", group, version, "namespaces", namespace, resource] => self.list(
+                &request,
+                &format!("{group}/{version}"),
+                Some(namespace),
+                resource,
+            ),
+            [
+                "apis",
+                group,
+                version,
+                "namespaces",
+                namespace,
+                resource,
+                name,
+            ] => self.get(
+                &request,
+                &format!("{group}/{version}"),
+                Some(namespace),
+                resource,
+                name,
+            ),
+            _ => not_found_path(),
+        }
+    }
+
+    fn resources(&self, group_version: &str) -> Response {
+        match k8s::api_resources(group_version) {
+            Some(list) => Response::json(200, &list),
+            None => not_found_path(),
+        }
+    }
+
+    fn list(
+        &self,
+        request: &Request,
+        group_version: &str,
+        namespace: Option<&str>,
+        resource: &str,
+    ) -> Response {
+        let Some(listing) = self.listing(group_version, resource) else {
+            return not_found_path();
+        };
+        if namespace.is_some() && !listing.namespaced {
+            return not_found_path();
+        }
+        // Unknown namespaces list empty, as on a real server.
+        let matching: Vec<&Value> = listing
+            .items
+            .iter()
+            .filter(|item| namespace.is_none_or(|ns| item["metadata"]["namespace"] == ns))
+            .collect();
+
+        let start = match request.param("continue") {
+            None => 0,
+            Some(token) => match decode_continue(token, resource) {
+                Some(offset) if offset <= matching.len() => offset,
+                _ => {
+                    return status(
+                        400,
+                        "BadRequest",
+                        "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+                        None,
+                    );
+                }
+            },
+        };
+        let limit = request
+            .param("limit")
+            .and_then(|limit| limit.parse::<usize>().ok())
+            .filter(|limit| *limit > 0);
+        let end = limit.map_or(matching.len(), |limit| (start + limit).min(matching.len()));
+        let mut metadata = json!({ "resourceVersion": LIST_RESOURCE_VERSION });
+        if end < matching.len() {
+            metadata["continue"] = json!(encode_continue(end, resource));
+            metadata["remainingItemCount"] = json!(matching.len() - end);
+        }
+        Response::json(
+            200,
+            &json!({
+                "kind": listing.kind,
+                "apiVersion": listing.api_version,
+                "metadata": metadata,
+                "items": matching[start..end],
+            }),
+        )
+    }
+
+    fn get(
+        &self,
+        _request: &Request,
+        group_version: &str,
+        namespace: Option<&str>,
+        resource: &str,
+        name: &str,
+    ) -> Response {
+        let Some(listing) = self.listing(group_version, resource) else {
+            return not_found_path();
+        };
+        let found = listing.items.iter().find(|item| {
+            item["metadata"]["name"] == name
+                && namespace.is_none_or(|ns| item["metadata"]["namespace"] == ns)
+        });
+        match found {
+            Some(item) => {
+                let mut item = item.clone();
+                item["kind"] = json!(listing.kind.trim_end_matches("List"));
+                item["apiVersion"] = json!(listing.api_version);
+                Response::json(200, &item)
+            }
+            None => not_found(resource, name),
+        }
+    }
+
+    fn log(&self, request: &Request, namespace: &str, pod_name: &str) -> Response {
+        let Some(pod) = self.rendered.pods.iter().find(|pod| {
+            pod["metadata"]["name"] == pod_name && pod["metadata"]["namespace"] == namespace
+        }) else {
+            return not_found("pods", pod_name);
+        };
+        let containers: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|container| container["name"].as_str())
+            .collect();
+        let init_containers: Vec<&str> = pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|container| container["name"].as_str())
+            .collect();
+        let container = match request.param("container") {
+            Some(container) => container,
+            None if containers.len() == 1 => containers[0],
+            None => {
+                return status(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "a container name must be specified for pod {pod_name}, choose one of: {containers:?}"
+                    ),
+                    None,
+                );
+            }
+        };
+        if !containers.contains(&container) && !init_containers.contains(&container) {
+            return status(
+                400,
+                "BadRequest",
+                &format!("container {container} is not valid for pod {pod_name}"),
+                None,
+            );
+        }
+        let previous = request.param("previous") == Some("true");
+        let Some(log) = self.rendered.logs.iter().find(|log: &&ContainerLog| {
+            log.namespace == namespace
+                && log.pod == pod_name
+                && log.container == container
+                && log.previous == previous
+        }) else {
+            let message = if previous {
+                format!(
+                    "previous terminated container \"{container}\" in pod \"{pod_name}\" not found"
+                )
+            } else {
+                format!(
+                    "container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating"
+                )
+            };
+            return status(400, "BadRequest", &message, None);
+        };
+
+        let since = match request.param("sinceTime").map(DateTime::parse_from_rfc3339) {
+            None => None,
+            Some(Ok(since)) => Some(since.with_timezone(&Utc)),
+            Some(Err(_)) => {
+                return status(
+                    400,
+                    "BadRequest",
+                    "sinceTime: Invalid value: must be RFC 3339",
+                    None,
+                );
+            }
+        };
+        let since = since.or_else(|| {
+            let seconds: i64 = request.param("sinceSeconds")?.parse().ok()?;
+            Some(Utc::now() - chrono::Duration::seconds(seconds))
+        });
+        let timestamps = request.param("timestamps") == Some("true");
+        let mut lines: Vec<&(DateTime<Utc>, String)> = log
+            .lines
+            .iter()
+            .filter(|(ts, _)| since.is_none_or(|since| *ts >= since))
+            .collect();
+        if let Some(tail) = request
+            .param("tailLines")
+            .and_then(|tail| tail.parse::<usize>().ok())
+        {
+            lines.drain(..lines.len().saturating_sub(tail));
+        }
+        let mut body = String::new();
+        for (ts, text) in lines {
+            if timestamps {
+                body.push_str(&k8s::log_timestamp(*ts));
+                body.push(' ');
+            }
+            body.push_str(text);
+            body.push('\n');
+        }
+        if let Some(limit) = request
+            .param("limitBytes")
+            .and_then(|limit| limit.parse::<usize>().ok())
+        {
+            let mut cut = limit.min(body.len());
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
+        }
+        Response::text(200, body)
+    }
+}
+
+const LIST_RESOURCE_VERSION: &str = "482113";
+
+fn encode_continue(offset: usize, resource: &str) -> String {
+    let raw = format!(
+        "{{\"v\":\"meta.k8s.io/v1\",\"rv\":{LIST_RESOURCE_VERSION},\"start\":\"{resource}/{offset}\"}}"
+    );
+    http::base64(raw.as_bytes())
+}
+
+fn decode_continue(token: &str, resource: &str) -> Option<usize> {
+    // Offsets are small, so trying each is cheaper than carrying a base64 decoder.
+    (0..10_000).find(|offset| encode_continue(*offset, resource) == token)
+}
+
+fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Response {
+    Response::json(code, &k8s::status(code, reason, message, details))
+}
+
+fn not_found(resource: &str, name: &str) -> Response {
+    status(
+        404,
+        "NotFound",
+        &format!("{resource} \"{name}\" not found"),
+        Some(json!({ "name": name, "kind": resource })),
+    )
+}
+
+fn not_found_path() -> Response {
+    status(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+        Some(json!({})),
+    )
+}
