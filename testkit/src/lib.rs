@@ -7,5 +7,6 @@ pub mod k8s;
 pub mod neo4j;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod replay;
 pub mod scenario;

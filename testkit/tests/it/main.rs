@@ -1,4 +1,5 @@
 //! Integration tests of the test kit against the real servers it starts.
 
 mod postgres;
+mod prometheus;
 mod replay;
