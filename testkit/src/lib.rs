@@ -10,3 +10,4 @@ pub mod process;
 pub mod prometheus;
 pub mod replay;
 pub mod scenario;
+pub mod sessions;

@@ -253,9 +253,9 @@ pub fn cumulative_shares(profile: &[(f64, f64)]) -> [f64; BUCKETS.len()] {
     for (bucket, bound) in BUCKETS.iter().enumerate() {
         shares[bucket] = profile
             .iter()
-            .filter(|(le, _)| *le <= *bound + 1e-12)
+            .rev()
+            .find(|(le, _)| *le <= *bound + 1e-12)
             .map(|(_, share)| *share)
-            .last()
             .unwrap_or(0.0);
     }
     shares

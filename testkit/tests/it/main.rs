@@ -3,3 +3,4 @@
 mod postgres;
 mod prometheus;
 mod replay;
+mod sessions;

@@ -38,16 +38,26 @@ fn backfilled_p99_matches_the_latency_profiles() {
             anchor - Duration::minutes(5),
         )
         .unwrap();
-    let ratio: f64 = ratio["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    let ratio: f64 = ratio["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((ratio - 0.04).abs() < 0.003, "error ratio = {ratio}");
 
     // ingest restarted three times, the last one an OOM kill.
     let restarts = prometheus
-        .query("max(kube_pod_container_status_restarts_total{container=\"ingest\"})", anchor)
+        .query(
+            "max(kube_pod_container_status_restarts_total{container=\"ingest\"})",
+            anchor,
+        )
         .unwrap();
     assert_eq!(restarts["data"]["result"][0]["value"][1], "3");
     let reason = prometheus
-        .query("max by (reason) (kube_pod_container_status_last_terminated_reason)", anchor)
+        .query(
+            "max by (reason) (kube_pod_container_status_last_terminated_reason)",
+            anchor,
+        )
         .unwrap();
     assert_eq!(reason["data"]["result"][0]["metric"]["reason"], "OOMKilled");
 }
