@@ -1,0 +1,223 @@
+//! PostgreSQL against a real server, with a real lock wait to sample.
+
+use sitrep_schemas::exit;
+use sitrep_schemas::manifest::SourceStatus;
+use sitrep_schemas::records::{PgActivityRow, PgServer};
+use sitrep_testkit::postgres::{self as testpg, Postgres};
+
+use crate::common::{collect, contains};
+
+async fn connect(conninfo: &str, app: &str) -> tokio_postgres::Client {
+    let conninfo = format!("{conninfo} application_name={app}");
+    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activity_and_locks_are_sampled_from_a_real_server() {
+    let server = Postgres::start().expect("PostgreSQL starts");
+    server.create_database("shop").expect("database created");
+    let conninfo = server.conninfo("shop");
+
+    let setup = connect(&conninfo, "it-setup").await;
+    setup
+        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, status text); INSERT INTO orders VALUES (1, 'new')")
+        .await
+        .unwrap();
+
+    // The holder keeps a row lock in an open transaction; the waiter queues behind it.
+    let holder = connect(&conninfo, "it-holder").await;
+    holder
+        .batch_execute("BEGIN; UPDATE orders SET status = 'held' WHERE id = 1")
+        .await
+        .unwrap();
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let waiter = connect(&conninfo, "it-waiter").await;
+    let waiter_pid: i32 = waiter
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let blocked = tokio::spawn(async move {
+        let _ = waiter
+            .execute("UPDATE orders SET status = 'waited' WHERE id = 1", &[])
+            .await;
+        waiter
+    });
+    let mut waiting = false;
+    for _ in 0..400 {
+        let row = setup
+            .query_one(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                &[&waiter_pid],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, Option<String>>(0).as_deref() == Some("Lock") {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the waiter never queued on the lock");
+
+    let target = format!("orders={conninfo}");
+    let run = tokio::task::spawn_blocking(move || {
+        collect(
+            &[
+                "--postgres",
+                &target,
+                "--samples",
+                "2",
+                "--sample-interval",
+                "50ms",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, exit::COLLECT_OK, "{}", run.stderr);
+
+    let source = run.source("postgres/orders");
+    assert_eq!(source.status, SourceStatus::Ok);
+    let parts: Vec<&str> = source.parts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(parts, ["server", "sample-1", "sample-2"]);
+
+    let server_json: PgServer =
+        serde_json::from_value(run.json("postgres/orders/server.json")).unwrap();
+    assert!(
+        server_json.version_num >= 150_000,
+        "{}",
+        server_json.version_num
+    );
+    assert!(server_json.version.starts_with("PostgreSQL "));
+    assert_eq!(server_json.samples, 2);
+    assert_eq!(server_json.interval_ms, 50);
+    let keys: Vec<&str> = server_json.settings.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "deadlock_timeout",
+            "idle_in_transaction_session_timeout",
+            "lock_timeout",
+            "max_connections",
+            "statement_timeout",
+            "track_activities",
+            "track_activity_query_size"
+        ]
+    );
+    // initdb's default.
+    assert_eq!(server_json.settings["track_activities"], "on");
+    assert_eq!(
+        server_json.target,
+        conninfo.replace(testpg::PASSWORD, "<redacted>")
+    );
+
+    let rows: Vec<PgActivityRow> = run
+        .ndjson("postgres/orders/activity.ndjson")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("row matches the record shape"))
+        .collect();
+    for sample in [1, 2] {
+        let round: Vec<&PgActivityRow> = rows.iter().filter(|r| r.sample == sample).collect();
+        let holder_row = round
+            .iter()
+            .find(|r| r.pid == holder_pid)
+            .expect("holder sampled");
+        assert_eq!(holder_row.state.as_deref(), Some("idle in transaction"));
+        assert_eq!(holder_row.application_name.as_deref(), Some("it-holder"));
+        let waiter_row = round
+            .iter()
+            .find(|r| r.pid == waiter_pid)
+            .expect("waiter sampled");
+        assert_eq!(waiter_row.wait_event_type.as_deref(), Some("Lock"));
+        assert_eq!(waiter_row.blocked_by, [holder_pid]);
+        assert!(
+            round.iter().all(|r| r.sample_ts == round[0].sample_ts),
+            "one stamp per round"
+        );
+    }
+    assert!(
+        rows.iter()
+            .all(|r| r.application_name.as_deref() != Some("sitrep-collect"))
+    );
+
+    let locks = run.ndjson("postgres/orders/locks.ndjson");
+    let lock_pids: std::collections::BTreeSet<i64> =
+        locks.iter().map(|l| l["pid"].as_i64().unwrap()).collect();
+    assert_eq!(
+        lock_pids,
+        [holder_pid as i64, waiter_pid as i64].into_iter().collect()
+    );
+    assert!(
+        locks
+            .iter()
+            .any(|l| l["pid"] == waiter_pid && l["granted"] == false)
+    );
+    assert!(locks.iter().any(|l| l["sample"] == 2));
+
+    assert!(!contains(&run.all_bytes(), testpg::PASSWORD));
+    assert_eq!(
+        run.manifest().redactions.get("connection_password"),
+        Some(&1)
+    );
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let _ = blocked.await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_is_forbidden() {
+    let server = Postgres::start().expect("PostgreSQL starts");
+    let target = server
+        .url("postgres")
+        .replace(testpg::PASSWORD, "not-the-password");
+    let run = tokio::task::spawn_blocking(move || collect(&["--postgres", &target], &[]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let source = run
+        .manifest()
+        .sources
+        .into_iter()
+        .find(|s| s.name.starts_with("postgres/"))
+        .unwrap();
+    assert_eq!(
+        source.name,
+        format!("postgres/127.0.0.1-{}-postgres", server.port())
+    );
+    assert_eq!(source.status, SourceStatus::Forbidden, "{:?}", source.error);
+    assert!(!contains(&run.all_bytes(), "not-the-password"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_environment_variables_make_a_target() {
+    let server = Postgres::start().expect("PostgreSQL starts");
+    let port = server.port().to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        collect(
+            &["--samples", "1"],
+            &[
+                ("PGHOST", "127.0.0.1"),
+                ("PGPORT", &port),
+                ("PGUSER", testpg::USER),
+                ("PGPASSWORD", testpg::PASSWORD),
+                ("PGDATABASE", "postgres"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, exit::COLLECT_OK, "{}", run.stderr);
+    let name = format!("postgres/127.0.0.1-{}-postgres", server.port());
+    assert_eq!(run.source(&name).status, SourceStatus::Ok);
+    assert!(!contains(&run.all_bytes(), testpg::PASSWORD));
+}
