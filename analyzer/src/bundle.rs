@@ -53,9 +53,7 @@ pub(crate) enum BundleError {
         #[source]
         source: serde_json::Error,
     },
-    #[error(
-        "bundle format version {found} is not supported (this analyzer reads version {known})"
-    )]
+    #[error("bundle format version {found} is not supported (this analyzer reads version {known})")]
     UnknownFormatVersion { found: String, known: u32 },
 }
 
@@ -199,7 +197,11 @@ impl BundleReader {
     }
 
     /// Checks an entry's path and type; `None` means it was refused (and why is recorded).
-    fn admit<R: Read>(&self, entry: &tar::Entry<'_, R>, problems: &mut Vec<Problem>) -> Option<String> {
+    fn admit<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        problems: &mut Vec<Problem>,
+    ) -> Option<String> {
         let raw = entry.path_bytes();
         let Ok(name) = std::str::from_utf8(&raw).map(str::to_owned) else {
             problems.push(problem(
@@ -236,7 +238,8 @@ impl BundleReader {
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|source| BundleError::Header { source })?;
         let version = value.get("format_version");
-        if version.and_then(serde_json::Value::as_u64) != Some(u64::from(sitrep_schemas::FORMAT_VERSION))
+        if version.and_then(serde_json::Value::as_u64)
+            != Some(u64::from(sitrep_schemas::FORMAT_VERSION))
         {
             return Err(BundleError::UnknownFormatVersion {
                 found: version.map_or_else(|| "(missing)".to_owned(), ToString::to_string),
@@ -469,7 +472,10 @@ mod tests {
         append(&mut builder, "sitrep.json", &header_json(99));
         let bytes = builder.into_inner().unwrap();
         let error = BundleReader::new(1024)
-            .read_archive(tar::Archive::new(bytes.as_slice()), &mut Recorder::default())
+            .read_archive(
+                tar::Archive::new(bytes.as_slice()),
+                &mut Recorder::default(),
+            )
             .unwrap_err();
         assert!(matches!(
             error,

@@ -19,10 +19,12 @@ fn is_db(finding: &Finding) -> bool {
 }
 
 fn related(a: &Finding, b: &Finding) -> bool {
-    let same_namespace = a.subject.namespace.is_some() && a.subject.namespace == b.subject.namespace;
+    let same_namespace =
+        a.subject.namespace.is_some() && a.subject.namespace == b.subject.namespace;
     let burst_and_db = matches!(
         (&a.detail, &b.detail),
-        (Detail::TimeoutBurst(_), Detail::SlowQuery(_)) | (Detail::SlowQuery(_), Detail::TimeoutBurst(_))
+        (Detail::TimeoutBurst(_), Detail::SlowQuery(_))
+            | (Detail::SlowQuery(_), Detail::TimeoutBurst(_))
     );
     if !(same_namespace || burst_and_db) || (is_db(a) && is_db(b)) {
         return false;
@@ -58,11 +60,17 @@ pub(crate) fn order(findings: &mut [Finding]) {
     });
 }
 
-pub(crate) fn timeline(tables: &Tables, findings: &[Finding], window: (i64, i64)) -> Vec<TimelineEvent> {
+pub(crate) fn timeline(
+    tables: &Tables,
+    findings: &[Finding],
+    window: (i64, i64),
+) -> Vec<TimelineEvent> {
     let in_window = |ms: i64| ms >= window.0 && ms <= window.1;
     let mut events = Vec::new();
     for rollout in &tables.rollouts {
-        let Some(started) = rollout.started else { continue };
+        let Some(started) = rollout.started else {
+            continue;
+        };
         if !in_window(started.timestamp_millis()) {
             continue;
         }
@@ -81,7 +89,15 @@ pub(crate) fn timeline(tables: &Tables, findings: &[Finding], window: (i64, i64)
     }
     for container in &tables.pods {
         for termination in [&container.last, &container.current].into_iter().flatten() {
-            let Some(finished) = termination.finished else { continue };
+            let Some(finished) = termination.finished else {
+                continue;
+            };
+            // An init container that ran to completion did its job; it is not a restart.
+            if termination.exit_code == Some(0)
+                && termination.reason.as_deref() == Some("Completed")
+            {
+                continue;
+            }
             if !in_window(finished.timestamp_millis()) {
                 continue;
             }
@@ -94,14 +110,18 @@ pub(crate) fn timeline(tables: &Tables, findings: &[Finding], window: (i64, i64)
                     container.namespace,
                     container.pod,
                     termination.reason.as_deref().unwrap_or("no reason"),
-                    termination.exit_code.map_or_else(|| "?".into(), |c| c.to_string())
+                    termination
+                        .exit_code
+                        .map_or_else(|| "?".into(), |c| c.to_string())
                 ),
                 finding: None,
             });
         }
     }
     for finding in findings {
-        let Some(ts) = finding.start.or(finding.end) else { continue };
+        let Some(ts) = finding.start.or(finding.end) else {
+            continue;
+        };
         let related: Vec<&str> = findings
             .iter()
             .filter(|other| other.id != finding.id && related(finding, other))

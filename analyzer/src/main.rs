@@ -204,7 +204,11 @@ fn run(cli: &Cli) -> Result<i32, RunError> {
     let mut stdout = std::io::stdout().lock();
     match cli.format {
         Format::Json => report::json::write(&mut stdout, &report),
-        Format::Text => report::text::write(&mut stdout, &report, report::text::Style { color: cli.color() }),
+        Format::Text => report::text::write(
+            &mut stdout,
+            &report,
+            report::text::Style { color: cli.color() },
+        ),
     }
     .and_then(|()| stdout.flush())
     .map_err(RunError::Output)?;

@@ -50,7 +50,10 @@ fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
     let mut last: BTreeMap<(&str, i32), &PgRow> = BTreeMap::new();
     for row in rows.iter().filter(|r| is_client(r)) {
         let key = (row.target.as_str(), row.row.pid);
-        if last.get(&key).is_none_or(|seen| seen.row.sample_ts <= row.row.sample_ts) {
+        if last
+            .get(&key)
+            .is_none_or(|seen| seen.row.sample_ts <= row.row.sample_ts)
+        {
             last.insert(key, row);
         }
     }
@@ -73,9 +76,14 @@ fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
         let (problem, duration) = if waiting {
             (QueryProblem::LockWait, query_age.unwrap_or(0.0))
         } else if !blocked.is_empty() {
-            let held = if state == "active" { query_age } else { xact_age };
+            let held = if state == "active" {
+                query_age
+            } else {
+                xact_age
+            };
             (QueryProblem::LockHolder, xact_age.or(held).unwrap_or(0.0))
-        } else if state == "active" && query_age.is_some_and(|a| a > thresholds.slow_query_seconds) {
+        } else if state == "active" && query_age.is_some_and(|a| a > thresholds.slow_query_seconds)
+        {
             (QueryProblem::LongRunning, query_age.unwrap_or(0.0))
         } else if state.starts_with("idle in transaction")
             && xact_age.is_some_and(|a| a > thresholds.slow_query_seconds)
@@ -84,7 +92,13 @@ fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
         } else {
             continue;
         };
-        findings.push(pg_finding(row, target, problem, duration, blocked.into_iter().collect()));
+        findings.push(pg_finding(
+            row,
+            target,
+            problem,
+            duration,
+            blocked.into_iter().collect(),
+        ));
     }
     findings
 }
@@ -92,7 +106,10 @@ fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
 fn short(query: &str) -> String {
     let flat = query.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > TITLE_QUERY_CHARS {
-        format!("{}…", flat.chars().take(TITLE_QUERY_CHARS).collect::<String>())
+        format!(
+            "{}…",
+            flat.chars().take(TITLE_QUERY_CHARS).collect::<String>()
+        )
     } else {
         flat
     }
@@ -108,7 +125,12 @@ fn pg_finding(
     let r = &row.row;
     let query = r.query.clone().unwrap_or_default();
     let pid = r.pid;
-    let list = |pids: &[i32]| pids.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+    let list = |pids: &[i32]| {
+        pids.iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let (severity, title, next, problem_name) = match problem {
         QueryProblem::LockWait => (
             Severity::Warning,
@@ -271,7 +293,9 @@ fn neo4j_finding(tx: &Neo4jTx, next: String) -> Finding {
             tx.elapsed_seconds,
             short(&tx.query)
         ),
-        start: Some(tx.sample_ts - chrono::Duration::milliseconds((tx.elapsed_seconds * 1000.0) as i64)),
+        start: Some(
+            tx.sample_ts - chrono::Duration::milliseconds((tx.elapsed_seconds * 1000.0) as i64),
+        ),
         end: Some(tx.sample_ts),
         subject: Subject {
             target: Some(tx.target.clone()),
@@ -281,7 +305,12 @@ fn neo4j_finding(tx: &Neo4jTx, next: String) -> Finding {
         evidence: vec![Evidence {
             ts: Some(tx.sample_ts),
             file: tx.file.clone(),
-            text: format!("id={} elapsed={:.3}s query={}", tx.id, tx.elapsed_seconds, short(&tx.query)),
+            text: format!(
+                "id={} elapsed={:.3}s query={}",
+                tx.id,
+                tx.elapsed_seconds,
+                short(&tx.query)
+            ),
         }],
         detail: Detail::SlowQuery(SlowQuery {
             engine: DbEngine::Neo4j,
@@ -308,11 +337,21 @@ mod tests {
     use super::*;
     use sitrep_schemas::records::PgActivityRow;
 
+    /// `(pid, problem, seconds, blocked_by, blocking)`.
+    type SessionRow = (i32, QueryProblem, f64, Vec<i32>, Vec<i32>);
+
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_796_400_000 + seconds, 0).unwrap()
     }
 
-    fn row(pid: i32, state: &str, query_start: i64, xact_start: i64, blocked_by: &[i32], lock: bool) -> PgRow {
+    fn row(
+        pid: i32,
+        state: &str,
+        query_start: i64,
+        xact_start: i64,
+        blocked_by: &[i32],
+        lock: bool,
+    ) -> PgRow {
         PgRow {
             target: "orders".into(),
             file: "postgres/orders/activity.ndjson".into(),
@@ -354,10 +393,16 @@ mod tests {
             row(15, "idle", 0, 0, &[], false),
             walsender,
         ];
-        let found: Vec<(i32, QueryProblem, f64, Vec<i32>, Vec<i32>)> = postgres(&rows, &Thresholds::default())
+        let found: Vec<SessionRow> = postgres(&rows, &Thresholds::default())
             .into_iter()
             .map(|f| match f.detail {
-                Detail::SlowQuery(q) => (q.pid.unwrap(), q.problem, q.duration_seconds, q.blocked_by, q.blocking),
+                Detail::SlowQuery(q) => (
+                    q.pid.unwrap(),
+                    q.problem,
+                    q.duration_seconds,
+                    q.blocked_by,
+                    q.blocking,
+                ),
                 other => panic!("{other:?}"),
             })
             .collect();

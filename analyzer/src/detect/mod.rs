@@ -55,7 +55,11 @@ impl Default for Thresholds {
 }
 
 /// Runs every detector over the tables.
-pub(crate) fn run_all(tables: &Tables, window: (i64, i64), thresholds: &Thresholds) -> Vec<Finding> {
+pub(crate) fn run_all(
+    tables: &Tables,
+    window: (i64, i64),
+    thresholds: &Thresholds,
+) -> Vec<Finding> {
     let mut findings = rollout_regression::detect(tables, window, thresholds);
     findings.extend(oom::detect(tables));
     findings.extend(timeouts::detect(tables, window, thresholds));
@@ -77,9 +81,10 @@ pub(crate) struct MetricPoint {
 }
 
 fn label_filter(query: &str, filters: &[(&str, &str)]) -> Expr {
-    filters.iter().fold(col("query").eq(lit(query.to_owned())), |expr, (label, value)| {
-        expr.and(col(*label).eq(lit((*value).to_owned())))
-    })
+    filters.iter().fold(
+        col("query").eq(lit(query.to_owned())),
+        |expr, (label, value)| expr.and(col(*label).eq(lit((*value).to_owned()))),
+    )
 }
 
 /// Raw points of one query whose labels equal `filters`, in time order.
@@ -100,7 +105,12 @@ pub(crate) fn metric_points(
     Ok(ts
         .iter()
         .zip(value.iter())
-        .filter_map(|(ts, value)| Some(MetricPoint { ts: ts?, value: value? }))
+        .filter_map(|(ts, value)| {
+            Some(MetricPoint {
+                ts: ts?,
+                value: value?,
+            })
+        })
         .collect())
 }
 

@@ -28,7 +28,10 @@ pub(crate) fn detect(tables: &Tables) -> Vec<Finding> {
     let mut findings = Vec::new();
     for container in &tables.pods {
         // `state` is the newer fact; `lastState` is the one that survives a restart.
-        let candidates = [("state", &container.current), ("lastState", &container.last)];
+        let candidates = [
+            ("state", &container.current),
+            ("lastState", &container.last),
+        ];
         let best = candidates
             .iter()
             .filter_map(|(field, t)| t.as_ref().map(|t| (*field, t)))
@@ -90,7 +93,9 @@ fn container_finding(
             Severity::Critical,
             ConfidenceLevel::High,
             0.95,
-            vec![format!("the kubelet recorded reason `OOMKilled` in `{field}.terminated`")],
+            vec![format!(
+                "the kubelet recorded reason `OOMKilled` in `{field}.terminated`"
+            )],
         ),
         _ => (
             Severity::Warning,
@@ -108,7 +113,11 @@ fn container_finding(
         reasons.push("the container is ready again, so only its last state shows the kill".into());
     }
 
-    let kind = if container.init { "init container" } else { "container" };
+    let kind = if container.init {
+        "init container"
+    } else {
+        "container"
+    };
     let what = match evidence {
         OomEvidence::OomKilled => "OOM-killed",
         _ => "killed with exit code 137 (possible OOM)",
@@ -134,7 +143,9 @@ fn container_finding(
             container.container,
             container.namespace,
             container.pod,
-            container.restarts.map_or_else(|| "?".into(), |r| r.to_string())
+            container
+                .restarts
+                .map_or_else(|| "?".into(), |r| r.to_string())
         ),
         start: termination.finished,
         end: termination.finished,
@@ -289,9 +300,18 @@ mod tests {
     #[test]
     fn oom_killed_is_certain_and_exit_137_only_possible() {
         let cases = [
-            (terminated(Some("OOMKilled"), Some(137)), Some(OomEvidence::OomKilled)),
-            (terminated(Some("OOMKilled"), None), Some(OomEvidence::OomKilled)),
-            (terminated(Some("Error"), Some(137)), Some(OomEvidence::Exit137)),
+            (
+                terminated(Some("OOMKilled"), Some(137)),
+                Some(OomEvidence::OomKilled),
+            ),
+            (
+                terminated(Some("OOMKilled"), None),
+                Some(OomEvidence::OomKilled),
+            ),
+            (
+                terminated(Some("Error"), Some(137)),
+                Some(OomEvidence::Exit137),
+            ),
             (terminated(None, Some(137)), Some(OomEvidence::Exit137)),
             (terminated(Some("Error"), Some(1)), None),
             (terminated(Some("Completed"), Some(0)), None),

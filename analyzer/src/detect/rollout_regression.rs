@@ -13,7 +13,7 @@ use sitrep_schemas::report::{
     RolloutRegression, RolloutVerdict, Severity, Subject,
 };
 
-use super::stats::{Bucket, hodges_lehmann, histogram_quantile, mann_whitney, median};
+use super::stats::{Bucket, histogram_quantile, hodges_lehmann, mann_whitney, median};
 use super::{Thresholds, frame_error, per_minute};
 use crate::load::k8s::Rollout;
 use crate::load::metrics::parse_sample;
@@ -45,7 +45,10 @@ fn service_series(tables: &Tables, namespace: &str, service: &str) -> PolarsResu
     let mut buckets: BTreeMap<i64, Vec<Bucket>> = BTreeMap::new();
     for (minute, le, rate) in per_minute(&tables.metrics, "latency_buckets", &filters, true)? {
         if let Some(upper) = le.as_deref().and_then(parse_sample) {
-            buckets.entry(minute).or_default().push(Bucket { upper, count: rate });
+            buckets
+                .entry(minute)
+                .or_default()
+                .push(Bucket { upper, count: rate });
         }
     }
     for (minute, minute_buckets) in buckets {
@@ -169,8 +172,15 @@ fn compare(
     let after = in_range(&series.latency, after_range);
     let (before_errors, before_requests) = counts(series, before_range);
     let (after_errors, after_requests) = counts(series, after_range);
-    let n_before = before.len().max(series.requests.range(before_range.0..before_range.1).count());
-    let n_after = after.len().max(series.requests.range(after_range.0..after_range.1).count());
+    let n_before = before.len().max(
+        series
+            .requests
+            .range(before_range.0..before_range.1)
+            .count(),
+    );
+    let n_after = after
+        .len()
+        .max(series.requests.range(after_range.0..after_range.1).count());
 
     let mut base = Base {
         rollout,
@@ -193,7 +203,11 @@ fn compare(
                 quantile: QUANTILE,
                 before_ms,
                 after_ms,
-                ratio: if before_ms > 0.0 { after_ms / before_ms } else { f64::INFINITY },
+                ratio: if before_ms > 0.0 {
+                    after_ms / before_ms
+                } else {
+                    f64::INFINITY
+                },
                 shift_ms: shift * 1000.0,
                 shift_ci_ms: (low * 1000.0, high * 1000.0),
                 p_value,
@@ -220,13 +234,22 @@ fn compare(
         .as_ref()
         .is_some_and(|l| l.p_value < thresholds.p_value && l.ratio >= thresholds.min_latency_ratio);
     let errors_regressed = errors.as_ref().is_some_and(|e| {
-        e.p_value < thresholds.p_value && e.after_ratio - e.before_ratio >= thresholds.min_error_rise
+        e.p_value < thresholds.p_value
+            && e.after_ratio - e.before_ratio >= thresholds.min_error_rise
     });
     if !latency_regressed && !errors_regressed {
         return None;
     }
     let minutes_each = (before_range.1 - before_range.0) / MINUTE;
-    Some(base.regressed(latency, errors, latency_regressed, errors_regressed, minutes_each, series.latency_query, thresholds))
+    Some(base.regressed(
+        latency,
+        errors,
+        latency_regressed,
+        errors_regressed,
+        minutes_each,
+        series.latency_query,
+        thresholds,
+    ))
 }
 
 /// The parts of a rollout finding that do not depend on the verdict.
@@ -267,7 +290,10 @@ impl Base<'_> {
             deployment: self.rollout.deployment.clone(),
             from_revision: self.previous.map(|p| p.revision),
             to_revision: self.rollout.revision,
-            from_image: self.previous.and_then(Rollout::main_image).map(str::to_owned),
+            from_image: self
+                .previous
+                .and_then(Rollout::main_image)
+                .map(str::to_owned),
             to_image: self.rollout.main_image().map(str::to_owned),
             rollout_at: from_millis(self.started),
             verdict,
@@ -295,7 +321,12 @@ impl Base<'_> {
         }]
     }
 
-    fn insufficient(&mut self, n_before: usize, n_after: usize, thresholds: &Thresholds) -> Finding {
+    fn insufficient(
+        &mut self,
+        n_before: usize,
+        n_after: usize,
+        thresholds: &Thresholds,
+    ) -> Finding {
         let title = format!(
             "`{}/{}` {}: not enough data to judge ({n_before} minutes before, {n_after} after; {} needed on each side)",
             self.rollout.namespace,
@@ -361,7 +392,12 @@ impl Base<'_> {
                     "p99 {:.0} ms → {:.0} ms (×{:.1})",
                     l.before_ms, l.after_ms, l.ratio
                 ));
-                score = score.max(strength(l.p_value, l.n_before.min(l.n_after), l.ratio, thresholds));
+                score = score.max(strength(
+                    l.p_value,
+                    l.n_before.min(l.n_after),
+                    l.ratio,
+                    thresholds,
+                ));
             }
         }
         if let Some(e) = &errors {
@@ -381,8 +417,17 @@ impl Base<'_> {
                     100.0 * e.before_ratio,
                     100.0 * e.after_ratio
                 ));
-                let rise = if e.before_ratio > 0.0 { e.after_ratio / e.before_ratio } else { 10.0 };
-                score = score.max(strength(e.p_value, thresholds.min_points as u32 * 2, rise, thresholds));
+                let rise = if e.before_ratio > 0.0 {
+                    e.after_ratio / e.before_ratio
+                } else {
+                    10.0
+                };
+                score = score.max(strength(
+                    e.p_value,
+                    thresholds.min_points as u32 * 2,
+                    rise,
+                    thresholds,
+                ));
             }
         }
         reasons.push(format!(
@@ -417,7 +462,9 @@ impl Base<'_> {
         evidence.push(Evidence {
             ts: Some(from_millis(self.started)),
             file: paths::prometheus_response(latency_query, None),
-            text: format!("per-minute p99 from `{latency_query}`, {minutes_each} minutes each side"),
+            text: format!(
+                "per-minute p99 from `{latency_query}`, {minutes_each} minutes each side"
+            ),
         });
         Finding {
             id: self.id(),
@@ -475,7 +522,10 @@ pub(crate) fn changes(previous: Option<&Rollout>, current: &Rollout) -> Vec<Stri
                 new.image.as_deref().unwrap_or("-")
             ));
         }
-        for (what, a, b) in [("limit", &old.limits, &new.limits), ("request", &old.requests, &new.requests)] {
+        for (what, a, b) in [
+            ("limit", &old.limits, &new.limits),
+            ("request", &old.requests, &new.requests),
+        ] {
             let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for name in names {
                 let (x, y) = (a.get(name), b.get(name));
@@ -489,13 +539,25 @@ pub(crate) fn changes(previous: Option<&Rollout>, current: &Rollout) -> Vec<Stri
                 }
             }
         }
-        let added: Vec<&str> = new.env_names.difference(&old.env_names).map(String::as_str).collect();
-        let removed: Vec<&str> = old.env_names.difference(&new.env_names).map(String::as_str).collect();
+        let added: Vec<&str> = new
+            .env_names
+            .difference(&old.env_names)
+            .map(String::as_str)
+            .collect();
+        let removed: Vec<&str> = old
+            .env_names
+            .difference(&new.env_names)
+            .map(String::as_str)
+            .collect();
         if !added.is_empty() {
             out.push(format!("{label} `{}` env added: {}", k.1, added.join(", ")));
         }
         if !removed.is_empty() {
-            out.push(format!("{label} `{}` env removed: {}", k.1, removed.join(", ")));
+            out.push(format!(
+                "{label} `{}` env removed: {}",
+                k.1,
+                removed.join(", ")
+            ));
         }
     }
     for k in after.keys().filter(|k| !before.contains_key(*k)) {
@@ -584,7 +646,17 @@ mod tests {
             requests: flat(50.0, 0, 200),
             errors: flat(0.25, 0, 200),
         };
-        assert!(compare(&new, Some(&old), "search", t, &steady, &Thresholds::default()).is_none());
+        assert!(
+            compare(
+                &new,
+                Some(&old),
+                "search",
+                t,
+                &steady,
+                &Thresholds::default()
+            )
+            .is_none()
+        );
 
         let short = ServiceSeries {
             latency: flat(0.12, 95, 20),
@@ -592,9 +664,19 @@ mod tests {
             requests: flat(50.0, 95, 20),
             errors: BTreeMap::new(),
         };
-        let note = compare(&new, Some(&old), "search", t, &short, &Thresholds::default()).unwrap();
+        let note = compare(
+            &new,
+            Some(&old),
+            "search",
+            t,
+            &short,
+            &Thresholds::default(),
+        )
+        .unwrap();
         assert_eq!(note.severity, Severity::Info);
-        let Detail::RolloutRegression(detail) = note.detail else { panic!("{:?}", note.detail) };
+        let Detail::RolloutRegression(detail) = note.detail else {
+            panic!("{:?}", note.detail)
+        };
         assert_eq!(detail.verdict, RolloutVerdict::InsufficientData);
         assert!(detail.latency.is_none() && detail.errors.is_none());
     }
@@ -614,18 +696,37 @@ mod tests {
             requests: flat(10.0, 0, 200),
             errors,
         };
-        let finding = compare(&new, Some(&old), "checkout", t, &series, &Thresholds::default()).unwrap();
+        let finding = compare(
+            &new,
+            Some(&old),
+            "checkout",
+            t,
+            &series,
+            &Thresholds::default(),
+        )
+        .unwrap();
         assert_eq!(finding.severity, Severity::Critical);
-        assert_eq!(finding.next_steps, ["kubectl rollout undo deployment/checkout -n shop --to-revision=3"]);
-        let Detail::RolloutRegression(detail) = finding.detail else { panic!() };
+        assert_eq!(
+            finding.next_steps,
+            ["kubectl rollout undo deployment/checkout -n shop --to-revision=3"]
+        );
+        let Detail::RolloutRegression(detail) = finding.detail else {
+            panic!()
+        };
         let latency = detail.latency.unwrap();
-        assert_eq!((latency.before_ms.round(), latency.after_ms.round()), (200.0, 900.0));
+        assert_eq!(
+            (latency.before_ms.round(), latency.after_ms.round()),
+            (200.0, 900.0)
+        );
         assert!((latency.ratio - 4.5).abs() < 1e-9);
         assert!((latency.shift_ms - 700.0).abs() < 1e-9);
         assert_eq!((latency.n_before, latency.n_after), (30, 30));
         let errors = detail.errors.unwrap();
         // 30 minutes × 10 req/s × 60 s = 18 000 requests a side; 0.05 and 0.4 errors/s.
-        assert_eq!((errors.before_requests, errors.after_requests), (18_000.0, 18_000.0));
+        assert_eq!(
+            (errors.before_requests, errors.after_requests),
+            (18_000.0, 18_000.0)
+        );
         assert!((errors.before_ratio - 0.005).abs() < 1e-12);
         assert!((errors.after_ratio - 0.04).abs() < 1e-12);
     }

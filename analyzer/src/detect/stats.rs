@@ -24,7 +24,11 @@ pub(crate) fn histogram_quantile(q: f64, buckets: &[Bucket]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    let mut sorted: Vec<Bucket> = buckets.iter().copied().filter(|b| !b.upper.is_nan()).collect();
+    let mut sorted: Vec<Bucket> = buckets
+        .iter()
+        .copied()
+        .filter(|b| !b.upper.is_nan())
+        .collect();
     sorted.sort_by(|a, b| a.upper.total_cmp(&b.upper));
     if sorted.len() < 2 || sorted.last().is_none_or(|b| b.upper != f64::INFINITY) {
         return f64::NAN;
@@ -67,7 +71,7 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
@@ -200,7 +204,13 @@ mod tests {
     fn histogram_quantile_follows_prometheus_rules() {
         let inf = f64::INFINITY;
         // Before checkout's rollout: 97 % at or below 0.1 s, all at or below 0.25 s.
-        let before = [b(0.05, 50.0), b(0.1, 97.0), b(0.25, 100.0), b(0.5, 100.0), b(inf, 100.0)];
+        let before = [
+            b(0.05, 50.0),
+            b(0.1, 97.0),
+            b(0.25, 100.0),
+            b(0.5, 100.0),
+            b(inf, 100.0),
+        ];
         // After: 95 % at or below 0.5 s, all at or below 1 s.
         let after = [b(0.25, 10.0), b(0.5, 95.0), b(1.0, 100.0), b(inf, 100.0)];
         let cases: &[(&str, f64, &[Bucket], f64)] = &[
@@ -211,8 +221,18 @@ mod tests {
             // Rank 25 lies in the lowest bucket, which starts at 0: 0.05 × 25 / 50.
             ("lowest bucket from zero", 0.25, &before, 0.025),
             // Rank 9 of 10 falls in +Inf: the highest finite bound is returned.
-            ("rank in +Inf", 0.9, &[b(0.1, 5.0), b(0.2, 8.0), b(inf, 10.0)], 0.2),
-            ("no observations", 0.99, &[b(0.1, 0.0), b(inf, 0.0)], f64::NAN),
+            (
+                "rank in +Inf",
+                0.9,
+                &[b(0.1, 5.0), b(0.2, 8.0), b(inf, 10.0)],
+                0.2,
+            ),
+            (
+                "no observations",
+                0.99,
+                &[b(0.1, 0.0), b(inf, 0.0)],
+                f64::NAN,
+            ),
             ("no +Inf bucket", 0.5, &[b(0.1, 1.0), b(0.2, 2.0)], f64::NAN),
             ("one bucket", 0.5, &[b(inf, 2.0)], f64::NAN),
             ("empty buckets", 0.5, &[], f64::NAN),
@@ -224,8 +244,18 @@ mod tests {
                 &[b(0.1, 4.0), b(0.2, 4.0), b(0.4, 10.0), b(inf, 10.0)],
                 0.2 + 0.2 / 6.0,
             ),
-            ("negative lowest bound", 0.1, &[b(-1.0, 5.0), b(1.0, 10.0), b(inf, 10.0)], -1.0),
-            ("unsorted input", 0.99, &[b(inf, 100.0), b(0.25, 100.0), b(0.1, 97.0)], 0.2),
+            (
+                "negative lowest bound",
+                0.1,
+                &[b(-1.0, 5.0), b(1.0, 10.0), b(inf, 10.0)],
+                -1.0,
+            ),
+            (
+                "unsorted input",
+                0.99,
+                &[b(inf, 100.0), b(0.25, 100.0), b(0.1, 97.0)],
+                0.2,
+            ),
             ("q above 1", 1.5, &before, inf),
             ("q below 0", -0.5, &before, f64::NEG_INFINITY),
         ];
@@ -282,14 +312,23 @@ mod tests {
         let p = two_proportion_greater(10.0, 1000.0, 30.0, 1000.0);
         assert!(close(p, 0.000700, 1e-5), "{p}");
         // Equal proportions: z = 0, p = 0.5.
-        assert!(close(two_proportion_greater(5.0, 1000.0, 5.0, 1000.0), 0.5, 1e-7));
+        assert!(close(
+            two_proportion_greater(5.0, 1000.0, 5.0, 1000.0),
+            0.5,
+            1e-7
+        ));
         assert_eq!(two_proportion_greater(0.0, 0.0, 1.0, 10.0), 1.0);
     }
 
     #[test]
     fn normal_tail_is_accurate() {
         // Standard table values.
-        for (z, want) in [(0.0, 0.5), (1.959964, 0.025), (2.575829, 0.005), (-1.0, 0.841345)] {
+        for (z, want) in [
+            (0.0, 0.5),
+            (1.959964, 0.025),
+            (2.575829, 0.005),
+            (-1.0, 0.841345),
+        ] {
             assert!(close(normal_sf(z), want, 1e-6), "{z}");
         }
     }

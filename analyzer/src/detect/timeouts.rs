@@ -17,8 +17,14 @@ use crate::load::{Tables, from_millis, logs::Example};
 const SIGNATURES: &[(&str, &str)] = &[
     ("go_context_deadline", r"context deadline exceeded"),
     ("go_io_timeout", r"\bi/o timeout\b"),
-    ("grpc_deadline_exceeded", r"\bDEADLINE_EXCEEDED\b|code = DeadlineExceeded"),
-    ("java_socket_timeout", r"\bjava\.net\.SocketTimeoutException\b|\bSocketTimeoutException\b"),
+    (
+        "grpc_deadline_exceeded",
+        r"\bDEADLINE_EXCEEDED\b|code = DeadlineExceeded",
+    ),
+    (
+        "java_socket_timeout",
+        r"\bjava\.net\.SocketTimeoutException\b|\bSocketTimeoutException\b",
+    ),
     ("node_etimedout", r"\bETIMEDOUT\b"),
     (
         "python_read_timeout",
@@ -135,7 +141,12 @@ fn count_by_minute(log_lines: &DataFrame) -> PolarsResult<Counts> {
         .clone()
         .lazy()
         .filter(col("signature").is_not_null())
-        .group_by([col("namespace"), col("service"), col("minute"), col("signature")])
+        .group_by([
+            col("namespace"),
+            col("service"),
+            col("minute"),
+            col("signature"),
+        ])
         .agg([len().alias("count")])
         .collect()?;
     let namespace = grouped.column("namespace")?.str()?;
@@ -199,15 +210,26 @@ pub(crate) fn detect(tables: &Tables, window: (i64, i64), thresholds: &Threshold
                 .collect();
             signatures.sort_by(|a, b| b.count.cmp(&a.count).then(a.signature.cmp(&b.signature)));
             findings.push(finding(
-                tables, &namespace, &service, &burst, start, end, minutes[burst.peak],
-                series[burst.peak], signatures, window.1,
+                tables,
+                &namespace,
+                &service,
+                &burst,
+                start,
+                end,
+                minutes[burst.peak],
+                series[burst.peak],
+                signatures,
+                window.1,
             ));
         }
     }
     findings
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site assembles the finding")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site assembles the finding"
+)]
 fn finding(
     tables: &Tables,
     namespace: &str,
@@ -226,7 +248,7 @@ fn finding(
         .filter(|p| p.namespace == namespace && p.service == service)
         .map(|p| p.pod.as_str())
         .collect();
-    let examples: Vec<&Example> = tables
+    let candidates: Vec<&Example> = tables
         .log_examples
         .iter()
         .filter(|e| {
@@ -237,8 +259,8 @@ fn finding(
                     t >= start && t < end + 60_000
                 })
         })
-        .take(5)
         .collect();
+    let examples = pick_examples(&candidates, &signatures, 3);
     let minutes = (end - start) / 60_000 + 1;
     let over = peak_count as f64 / burst.threshold;
     let (level, score) = if minutes >= 3 && over >= 2.0 {
@@ -265,9 +287,16 @@ fn finding(
         .collect();
     reasons.push(format!("signatures: {}", signature_text.join(", ")));
     Finding {
-        id: format!("timeout_burst/{namespace}/{service}/{}", from_millis(start).format("%Y%m%dT%H%MZ")),
+        id: format!(
+            "timeout_burst/{namespace}/{service}/{}",
+            from_millis(start).format("%Y%m%dT%H%MZ")
+        ),
         severity: Severity::Warning,
-        confidence: Confidence { level, score, reasons },
+        confidence: Confidence {
+            level,
+            score,
+            reasons,
+        },
         title: format!(
             "timeout burst in `{namespace}/{service}`: {} timeouts from {} to {} (peak {peak_count}/min, usual {:.2}/min)",
             burst.total,
@@ -306,6 +335,33 @@ fn finding(
             "kubectl logs deploy/{service} -n {namespace} --since={since_minutes}m"
         )],
     }
+}
+
+/// Up to `limit` examples with distinct texts, taking the signatures in turn (most
+/// frequent first) so that each kind of timeout is shown.
+fn pick_examples<'a>(
+    candidates: &[&'a Example],
+    signatures: &[SignatureCount],
+    limit: usize,
+) -> Vec<&'a Example> {
+    let mut picked: Vec<&Example> = Vec::new();
+    let mut progress = true;
+    while picked.len() < limit && progress {
+        progress = false;
+        for signature in signatures {
+            let next = candidates.iter().find(|e| {
+                e.signature == signature.signature && picked.iter().all(|p| p.text != e.text)
+            });
+            if let Some(example) = next
+                && picked.len() < limit
+            {
+                picked.push(example);
+                progress = true;
+            }
+        }
+    }
+    picked.sort_by_key(|e| e.ts);
+    picked
 }
 
 #[cfg(test)]
@@ -385,7 +441,16 @@ mod tests {
         let mut series = vec![0u64; 48];
         series[10] = 1;
         series[30] = 1;
-        for (minute, count) in [(40, 12), (41, 30), (42, 25), (43, 9), (44, 2), (45, 14), (46, 7), (47, 6)] {
+        for (minute, count) in [
+            (40, 12),
+            (41, 30),
+            (42, 25),
+            (43, 9),
+            (44, 2),
+            (45, 14),
+            (46, 7),
+            (47, 6),
+        ] {
             series[minute] = count;
         }
         let found = bursts(&series, 3.0, 5.0, 2);
@@ -410,7 +475,10 @@ mod tests {
         series[2] = 6;
         series[10] = 8;
         let found = bursts(&series, 3.0, 5.0, 2);
-        assert_eq!(found.iter().map(|b| (b.first, b.last)).collect::<Vec<_>>(), [(2, 2), (10, 10)]);
+        assert_eq!(
+            found.iter().map(|b| (b.first, b.last)).collect::<Vec<_>>(),
+            [(2, 2), (10, 10)]
+        );
     }
 
     #[test]

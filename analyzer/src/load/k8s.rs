@@ -114,12 +114,21 @@ impl Cluster {
             .filter_map(|rs| rollout(rs, &events))
             .collect();
         rollouts.sort_by(|a, b| {
-            (&a.namespace, &a.deployment, a.revision).cmp(&(&b.namespace, &b.deployment, b.revision))
+            (&a.namespace, &a.deployment, a.revision).cmp(&(
+                &b.namespace,
+                &b.deployment,
+                b.revision,
+            ))
         });
 
         let owners: BTreeMap<(String, String), String> = rollouts
             .iter()
-            .map(|r| ((r.namespace.clone(), r.replicaset.clone()), r.deployment.clone()))
+            .map(|r| {
+                (
+                    (r.namespace.clone(), r.replicaset.clone()),
+                    r.deployment.clone(),
+                )
+            })
             .collect();
         let services: BTreeMap<(String, String), String> = deployments
             .iter()
@@ -129,7 +138,9 @@ impl Cluster {
             .iter()
             .flat_map(|p| pod_containers(p, &owners, &services))
             .collect();
-        pods.sort_by(|a, b| (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container)));
+        pods.sort_by(|a, b| {
+            (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container))
+        });
 
         Cluster {
             deployments,
@@ -141,11 +152,17 @@ impl Cluster {
 }
 
 fn text(value: &Value, pointer: &str) -> Option<String> {
-    value.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn time(value: &Value, pointer: &str) -> Option<DateTime<Utc>> {
-    value.pointer(pointer).and_then(Value::as_str).and_then(parse_time)
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(parse_time)
 }
 
 /// The service name metrics use: the `app` label, then `app.kubernetes.io/name`, then the
@@ -208,7 +225,10 @@ fn rollout(object: &Value, events: &[EventRow]) -> Option<Rollout> {
         .and_then(Value::as_str)
         .and_then(|v| v.parse().ok());
     Some(Rollout {
-        service: service_name(object.pointer("/spec/template/metadata/labels"), &deployment),
+        service: service_name(
+            object.pointer("/spec/template/metadata/labels"),
+            &deployment,
+        ),
         containers: template_containers(object.pointer("/spec/template/spec")),
         namespace,
         deployment,
@@ -288,8 +308,8 @@ fn pod_containers(
         .as_ref()
         .and_then(|rs| owners.get(&(namespace.clone(), rs.clone())).cloned());
     let labels = pod.pointer("/metadata/labels");
-    let has_app_label = labels
-        .is_some_and(|l| l.get("app").is_some() || l.get("app.kubernetes.io/name").is_some());
+    let has_app_label =
+        labels.is_some_and(|l| l.get("app").is_some() || l.get("app.kubernetes.io/name").is_some());
     let service = if has_app_label {
         service_name(labels, &name)
     } else if let Some(deployment) = &deployment {
@@ -304,7 +324,10 @@ fn pod_containers(
     let specs = template_containers(pod.get("spec"));
 
     let mut out = Vec::new();
-    for (field, init) in [("initContainerStatuses", true), ("containerStatuses", false)] {
+    for (field, init) in [
+        ("initContainerStatuses", true),
+        ("containerStatuses", false),
+    ] {
         let statuses = pod
             .pointer(&format!("/status/{field}"))
             .and_then(Value::as_array);

@@ -16,8 +16,9 @@ use super::{millis, minute_of, parse_time};
 use crate::bundle::problem;
 use crate::detect::timeouts::Lexicon;
 
-/// Matching lines kept per file and signature, for the report.
-const EXAMPLES_PER_SIGNATURE: usize = 3;
+/// Matching lines kept per file, signature and minute, so that whichever minutes turn
+/// out to be a burst have examples of their own.
+const EXAMPLES_PER_MINUTE: usize = 1;
 /// Example lines are cut to this many characters.
 const EXAMPLE_CHARS: usize = 300;
 
@@ -62,7 +63,7 @@ impl LogFile {
             lines: Vec::new(),
             examples: Vec::new(),
         };
-        let mut kept: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut kept: BTreeMap<(&'static str, i64), usize> = BTreeMap::new();
         let mut buffer = Vec::new();
         loop {
             buffer.clear();
@@ -78,9 +79,9 @@ impl LogFile {
             let line = line.trim_end_matches(['\n', '\r']);
             let (ts, message) = split_timestamp(line);
             let signature = lexicon.classify(message);
-            if let Some(signature) = signature {
-                let count = kept.entry(signature).or_default();
-                if *count < EXAMPLES_PER_SIGNATURE && ts.is_some() {
+            if let (Some(signature), Some(at)) = (signature, ts) {
+                let count = kept.entry((signature, minute_of(millis(at)))).or_default();
+                if *count < EXAMPLES_PER_MINUTE {
                     *count += 1;
                     log.examples.push(Example {
                         file: path.to_owned(),

@@ -39,12 +39,19 @@ pub(crate) fn read_response(
         }
     };
     if document.get("status").and_then(Value::as_str) != Some("success") {
-        let error = document.get("error").and_then(Value::as_str).unwrap_or("no error text");
+        let error = document
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no error text");
         problems.push(problem(path, format!("query did not succeed: {error}")));
         return Vec::new();
     }
     let Some(results) = document.pointer("/data/result").and_then(Value::as_array) else {
-        problems.push(field_problem(path, "data.result", "missing or not an array"));
+        problems.push(field_problem(
+            path,
+            "data.result",
+            "missing or not an array",
+        ));
         return Vec::new();
     };
 

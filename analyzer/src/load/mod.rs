@@ -141,12 +141,12 @@ fn parse_entry(
             }
             None => Parsed::Other,
         },
-        ["logs", namespace, pod, file] => match logs::LogFile::read(
-            path, namespace, pod, file, reader, lexicon, problems,
-        ) {
-            Some(log) => Parsed::Log(log),
-            None => Parsed::Other,
-        },
+        ["logs", namespace, pod, file] => {
+            match logs::LogFile::read(path, namespace, pod, file, reader, lexicon, problems) {
+                Some(log) => Parsed::Log(log),
+                None => Parsed::Other,
+            }
+        }
         ["prometheus", _] if path == paths::PROMETHEUS_QUERIES => {
             match json_document::<PromQueryLog>(path, reader, problems) {
                 Some(log) => Parsed::PromQueries(log),

@@ -92,7 +92,10 @@ fn duration_value_seconds(value: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64().map(|ms| ms / 1000.0),
         Value::Object(map) => {
             let seconds = map.get("seconds").and_then(Value::as_f64)?;
-            let nanos = map.get("nanoseconds").and_then(Value::as_f64).unwrap_or(0.0);
+            let nanos = map
+                .get("nanoseconds")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
             Some(seconds + nanos / 1e9)
         }
         _ => None,
@@ -117,8 +120,19 @@ pub(crate) fn parse_iso_duration(text: &str) -> Option<f64> {
     let mut total = 0.0;
     let mut any = false;
     for (part, units) in [
-        (date, &[('Y', YEAR), ('M', YEAR / 12.0), ('W', 7.0 * DAY), ('D', DAY)][..]),
-        (time.unwrap_or(""), &[('H', 3600.0), ('M', 60.0), ('S', 1.0)][..]),
+        (
+            date,
+            &[
+                ('Y', YEAR),
+                ('M', YEAR / 12.0),
+                ('W', 7.0 * DAY),
+                ('D', DAY),
+            ][..],
+        ),
+        (
+            time.unwrap_or(""),
+            &[('H', 3600.0), ('M', 60.0), ('S', 1.0)][..],
+        ),
     ] {
         let mut number = String::new();
         let mut next_unit = 0;
@@ -186,9 +200,15 @@ mod tests {
             "query": "MATCH (n) RETURN n", "elapsedTimeMillis": 6500
         });
         let tx = transaction("f", "t", &five).unwrap();
-        assert_eq!((tx.listing, tx.id.as_str(), tx.elapsed_seconds), (Neo4jListing::ShowTransactions, "neo4j-transaction-42", 12.0));
+        assert_eq!(
+            (tx.listing, tx.id.as_str(), tx.elapsed_seconds),
+            (Neo4jListing::ShowTransactions, "neo4j-transaction-42", 12.0)
+        );
         let q = transaction("f", "t", &four).unwrap();
-        assert_eq!((q.listing, q.id.as_str(), q.elapsed_seconds), (Neo4jListing::ListQueries, "query-7", 6.5));
+        assert_eq!(
+            (q.listing, q.id.as_str(), q.elapsed_seconds),
+            (Neo4jListing::ListQueries, "query-7", 6.5)
+        );
         let broken = serde_json::json!({"sample_ts": "2026-12-04T14:00:00Z", "transactionId": "x", "elapsedTime": "soon"});
         assert_eq!(transaction("f", "t", &broken).unwrap_err(), "elapsedTime");
     }

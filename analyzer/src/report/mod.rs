@@ -11,7 +11,11 @@ use sitrep_schemas::report::{Report, Severity};
 pub(crate) fn exit_code(report: &Report) -> i32 {
     if !report.problems.is_empty() {
         exit::ANALYZE_ERROR
-    } else if report.findings.iter().any(|f| f.severity >= Severity::Warning) {
+    } else if report
+        .findings
+        .iter()
+        .any(|f| f.severity >= Severity::Warning)
+    {
         exit::ANALYZE_FINDINGS
     } else {
         exit::ANALYZE_CLEAN

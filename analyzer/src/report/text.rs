@@ -65,7 +65,11 @@ pub(crate) fn write(out: &mut dyn Write, report: &Report, style: Style) -> io::R
     if report.findings.is_empty() {
         writeln!(out, "No findings.")?;
     } else {
-        let worth = report.findings.iter().filter(|f| f.severity >= Severity::Warning).count();
+        let worth = report
+            .findings
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .count();
         writeln!(
             out,
             "{}",
@@ -96,7 +100,14 @@ pub(crate) fn write(out: &mut dyn Write, report: &Report, style: Style) -> io::R
 
     if !report.problems.is_empty() {
         writeln!(out)?;
-        writeln!(out, "{}", style.heading(&format!("Problems reading the bundle ({})", report.problems.len())))?;
+        writeln!(
+            out,
+            "{}",
+            style.heading(&format!(
+                "Problems reading the bundle ({})",
+                report.problems.len()
+            ))
+        )?;
         for problem in &report.problems {
             let mut place = format!("`{}`", problem.file);
             if let Some(line) = problem.line {
@@ -109,7 +120,11 @@ pub(crate) fn write(out: &mut dyn Write, report: &Report, style: Style) -> io::R
         }
     }
 
-    let incomplete: Vec<_> = bundle.sources.iter().filter(|s| !s.status.is_complete()).collect();
+    let incomplete: Vec<_> = bundle
+        .sources
+        .iter()
+        .filter(|s| !s.status.is_complete())
+        .collect();
     if !incomplete.is_empty() {
         writeln!(out)?;
         writeln!(out, "{}", style.heading("Sources not fully collected"))?;
@@ -122,14 +137,19 @@ pub(crate) fn write(out: &mut dyn Write, report: &Report, style: Style) -> io::R
                 out,
                 "  `{}` {status}{}",
                 source.name,
-                source.error.as_deref().map_or_else(String::new, |e| format!(": {e}"))
+                source
+                    .error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!(": {e}"))
             )?;
             for part in source.parts.iter().filter(|p| !p.status.is_complete()) {
                 writeln!(
                     out,
                     "    part `{}`{}",
                     part.name,
-                    part.error.as_deref().map_or_else(String::new, |e| format!(": {e}"))
+                    part.error
+                        .as_deref()
+                        .map_or_else(String::new, |e| format!(": {e}"))
                 )?;
             }
         }
@@ -138,7 +158,12 @@ pub(crate) fn write(out: &mut dyn Write, report: &Report, style: Style) -> io::R
 }
 
 fn finding_block(out: &mut dyn Write, finding: &Finding, style: Style) -> io::Result<()> {
-    writeln!(out, "{}  {}", style.severity(finding.severity), finding.title)?;
+    writeln!(
+        out,
+        "{}  {}",
+        style.severity(finding.severity),
+        finding.title
+    )?;
     let level = serde_json::to_value(finding.confidence.level)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -169,11 +194,15 @@ fn finding_block(out: &mut dyn Write, finding: &Finding, style: Style) -> io::Re
 fn detail_lines(detail: &Detail) -> Vec<String> {
     match detail {
         Detail::RolloutRegression(r) => {
-            let mut lines = vec![format!(
-                "image {} → {}",
-                r.from_image.as_deref().unwrap_or("-"),
-                r.to_image.as_deref().unwrap_or("-")
-            )];
+            let mut lines = vec![if r.from_image == r.to_image {
+                format!("image {} (unchanged)", r.to_image.as_deref().unwrap_or("-"))
+            } else {
+                format!(
+                    "image {} → {}",
+                    r.from_image.as_deref().unwrap_or("-"),
+                    r.to_image.as_deref().unwrap_or("-")
+                )
+            }];
             if !r.changes.is_empty() {
                 lines.push(format!("changed: {}", r.changes.join("; ")));
             }

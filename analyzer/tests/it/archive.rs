@@ -1,0 +1,189 @@
+//! The archive is distrusted: unsafe paths, odd entry types, checksum mismatches, corrupt
+//! lines and unknown versions are reported, and whatever is sound is still analyzed.
+
+use sitrep_schemas::report::Detail;
+
+use crate::incident::{find, incident};
+use crate::support::{BundleBuilder, Compression, analyze, problem_places, tempdir};
+
+#[test]
+fn an_entry_climbing_out_of_the_bundle_is_refused_and_the_rest_analyzed() {
+    let dir = tempdir();
+    let bundle = incident()
+        .unlisted("logs/../../etc/cron.d/x", b"* * * * * root true\n")
+        .symlink("logs/shop/orders-7c4d-fghij/link.log")
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2, "a problem makes the exit status 2");
+    let report = run.report();
+    let refused: Vec<(&str, &str)> = report
+        .problems
+        .iter()
+        .map(|p| (p.file.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (
+                "logs/../../etc/cron.d/x",
+                "entry path contains `..`; entry skipped"
+            ),
+            (
+                "logs/shop/orders-7c4d-fghij/link.log",
+                "entry is not a regular file (Symlink); skipped"
+            ),
+        ]
+    );
+    find(&report, "rollout_regression/shop/checkout/4");
+    find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
+}
+
+#[test]
+fn a_checksum_mismatch_drops_that_file_only() {
+    let dir = tempdir();
+    let bundle = incident()
+        .wrong_checksum("k8s/pods.ndjson")
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2);
+    let report = run.report();
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    let problem = &report.problems[0];
+    assert_eq!(problem.file, "k8s/pods.ndjson");
+    assert!(
+        problem
+            .message
+            .starts_with("checksum mismatch: manifest says sha256 0000"),
+        "{}",
+        problem.message
+    );
+    // Without the pods there is no OOM; the rollout and the queries are still found.
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !matches!(f.detail, Detail::Oom(_)))
+    );
+    find(&report, "rollout_regression/shop/checkout/4");
+    find(&report, "slow_query/postgres/orders/101/lock_holder");
+}
+
+#[test]
+fn a_corrupt_line_names_file_and_line_and_the_rest_is_read() {
+    let dir = tempdir();
+    let bundle = incident()
+        .replace_line(
+            "k8s/pods.ndjson",
+            2,
+            "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", ",
+        )
+        .replace_line(
+            "postgres/orders/activity.ndjson",
+            3,
+            "{\"sample\": 1, \"pid\": \"not a number\"}",
+        )
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2);
+    let report = run.report();
+    assert_eq!(
+        problem_places(&report).into_iter().collect::<Vec<_>>(),
+        [
+            ("k8s/pods.ndjson".to_owned(), Some(2)),
+            ("postgres/orders/activity.ndjson".to_owned(), Some(3)),
+        ]
+    );
+    // Line 1 (ingest) and line 3 (orders) of the pods survive; line 2 was batch-xyz.
+    find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| f.subject.pod.as_deref() != Some("batch-xyz"))
+    );
+    // Sample 2 still shows every session.
+    find(&report, "slow_query/postgres/orders/103/lock_wait");
+
+    let text = analyze(&bundle, &["--color", "never"]);
+    assert!(
+        text.stdout
+            .contains("`k8s/pods.ndjson` line 2: cannot parse line"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn an_unknown_format_version_stops_with_a_clear_error() {
+    let dir = tempdir();
+    let bundle = BundleBuilder::new()
+        .format_version(9)
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains("error: cannot read bundle"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "Caused by: bundle format version 9 is not supported (this analyzer reads version 1)"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn gzip_and_zstd_bundles_read_the_same() {
+    let zstd_dir = tempdir();
+    let gzip_dir = tempdir();
+    let zstd = analyze(
+        &incident().write(zstd_dir.path(), Compression::Zstd),
+        &["--format", "json"],
+    );
+    let gzip = analyze(
+        &incident().write(gzip_dir.path(), Compression::Gzip),
+        &["--format", "json"],
+    );
+    assert_eq!((zstd.code, gzip.code), (1, 1));
+    let (mut a, mut b) = (zstd.report(), gzip.report());
+    assert!(a.bundle.path.ends_with("bundle.tar.zst") && b.bundle.path.ends_with("bundle.tar.gz"));
+    a.bundle.path.clear();
+    b.bundle.path.clear();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_file_that_is_not_a_bundle_is_an_error() {
+    let dir = tempdir();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "just text").unwrap();
+    let run = analyze(&path, &[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("is neither zstd nor gzip compressed"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_manifest_is_a_problem_but_the_data_is_analyzed() {
+    let dir = tempdir();
+    let run = analyze(
+        &incident()
+            .without_manifest()
+            .write(dir.path(), Compression::Gzip),
+        &["--format", "json"],
+    );
+    assert_eq!(run.code, 2);
+    let report = run.report();
+    assert_eq!(
+        problem_places(&report).into_keys().collect::<Vec<_>>(),
+        ["manifest.json"]
+    );
+    find(&report, "rollout_regression/shop/checkout/4");
+}
