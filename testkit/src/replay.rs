@@ -96,6 +96,8 @@ pub struct ReplayOptions {
     pub anchor: DateTime<Utc>,
     pub neo4j_mode: Neo4jMode,
     /// Refuse Kubernetes requests without the scenario's bearer token (401 `Status`).
+    /// Off by default: client-go (kubectl) withholds bearer tokens from plain-HTTP
+    /// servers, and the replay speaks plain HTTP.
     pub require_token: bool,
 }
 
@@ -318,10 +320,16 @@ impl KubeApi {
             return not_found_path();
         }
         // Unknown namespaces list empty, as on a real server.
+        let selector = label_selector(request.param("labelSelector"));
         let matching: Vec<&Value> = listing
             .items
             .iter()
             .filter(|item| namespace.is_none_or(|ns| item["metadata"]["namespace"] == ns))
+            .filter(|item| {
+                selector
+                    .iter()
+                    .all(|(key, value)| item["metadata"]["labels"][key.as_str()] == value.as_str())
+            })
             .collect();
 
         let start = match request.param("continue") {
@@ -493,6 +501,23 @@ impl KubeApi {
         }
         Response::text(200, body)
     }
+}
+
+/// Equality terms of a label selector (`app=orders,tier==web`). Set-based terms are not
+/// understood and select everything, so a caller relying on them sees too much rather
+/// than too little.
+fn label_selector(selector: Option<&str>) -> Vec<(String, String)> {
+    let Some(selector) = selector else {
+        return Vec::new();
+    };
+    let terms: Option<Vec<(String, String)>> = selector
+        .split(',')
+        .map(|term| {
+            let (key, value) = term.split_once("==").or_else(|| term.split_once('='))?;
+            (!key.ends_with('!')).then(|| (key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect();
+    terms.unwrap_or_default()
 }
 
 const LIST_RESOURCE_VERSION: &str = "482113";

@@ -35,7 +35,10 @@ fn kube_json(scenario: &Scenario, replay: &Replay, target: &str) -> (u16, Value)
 
 #[test]
 fn requests_without_the_token_get_a_401_status() {
-    let (_, replay) = start(Neo4jMode::V5);
+    let scenario = Scenario::incident();
+    let mut options = ReplayOptions::new(Utc.with_ymd_and_hms(2026, 12, 4, 14, 0, 0).unwrap());
+    options.require_token = true;
+    let replay = Replay::start(&scenario, &options).unwrap();
     let (code, body) = http::request(
         replay.kubernetes.addr(),
         "GET",
@@ -48,6 +51,8 @@ fn requests_without_the_token_get_a_401_status() {
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["kind"], "Status");
     assert_eq!(body["reason"], "Unauthorized");
+    let (code, _) = kube_get(&scenario, &replay, "/api/v1/namespaces/shop/pods");
+    assert_eq!(code, 200);
 }
 
 #[test]
