@@ -241,16 +241,9 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
         },
         all_namespaces,
     };
+    let interrupt_rx = watch_interrupts()?;
     let writer = BundleWriter::start(&output, cli.compression, &header)?;
     tracing::info!(output = %output.display(), start = %window.start, end = %window.end, sources = planned.len(), "collection started");
-
-    let (interrupt_tx, interrupt_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupted; stopping sources and finishing the bundle");
-            let _ = interrupt_tx.send(true);
-        }
-    });
 
     let prom_namespaces = if cli.kubernetes.all_namespaces {
         Vec::new()
@@ -341,6 +334,29 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
     } else {
         exit::COLLECT_PARTIAL
     })
+}
+
+/// Turns SIGINT (Ctrl-C) and SIGTERM into a stop for every source. The handlers are
+/// installed before any source starts, so an early signal cannot kill the process
+/// with the bundle half written.
+fn watch_interrupts() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::warn!(
+            signal = name,
+            "interrupted; stopping sources and finishing the bundle"
+        );
+        let _ = tx.send(true);
+    });
+    Ok(rx)
 }
 
 fn source_order(kind: SourceKind) -> u8 {

@@ -235,25 +235,48 @@ impl Run {
 /// Runs the real binary with a clean environment (no kubeconfig, no PG*, no NEO4J_*,
 /// HOME in a temp dir) plus `env`, writing the bundle into a temp dir.
 pub(crate) fn collect(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle.tar.zst");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitrep-collect"));
-    cmd.env_clear()
-        .env("HOME", dir.path())
-        .arg("-o")
-        .arg(&bundle)
-        .args(args)
-        .current_dir(dir.path());
-    for (k, v) in env {
-        cmd.env(k, v);
+    Started::new(args, env).wait()
+}
+
+/// A running `sitrep-collect`, for tests that act while it works.
+pub(crate) struct Started {
+    pub(crate) child: std::process::Child,
+    bundle: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Started {
+    pub(crate) fn new(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.tar.zst");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitrep-collect"));
+        cmd.env_clear()
+            .env("HOME", dir.path())
+            .arg("-o")
+            .arg(&bundle)
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("run sitrep-collect");
+        Started { child, bundle, dir }
     }
-    let out = cmd.output().expect("run sitrep-collect");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        bundle,
-        _dir: dir,
+
+    pub(crate) fn wait(self) -> Run {
+        let out = self
+            .child
+            .wait_with_output()
+            .expect("wait for sitrep-collect");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            bundle: self.bundle,
+            _dir: self.dir,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 mod kubernetes;
+mod lifecycle;
 mod neo4j;
 mod postgres;
 mod prometheus;

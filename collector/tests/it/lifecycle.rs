@@ -1,0 +1,165 @@
+//! How a collection ends: interrupted, past a source's deadline, or with nowhere to write.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sitrep_schemas::exit;
+use sitrep_schemas::manifest::SourceStatus;
+use sitrep_schemas::records::PromQueryLog;
+
+use crate::common::{MockServer, Response, Started, collect};
+
+fn neo4j_rows() -> MockServer {
+    MockServer::start(|req| {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let stmt = body["statements"][0]["statement"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let result = if stmt.starts_with("CALL dbms.components()") {
+            json!({"columns": ["name", "versions", "edition"], "data": [{"row": ["Neo4j Kernel", ["5.26.0"], "enterprise"]}]})
+        } else {
+            json!({"columns": ["transactionId"], "data": [{"row": ["neo4j-transaction-1"]}]})
+        };
+        Response::json(200, json!({"results": [result], "errors": []}))
+    })
+}
+
+#[test]
+fn sigint_stops_sources_and_still_leaves_a_bundle() {
+    let neo = neo4j_rows();
+    let url = neo.url();
+    // Far more rounds than the test waits for: only the interrupt can end this run.
+    let started = Started::new(
+        &[
+            "--no-kubernetes",
+            "--neo4j-url",
+            &url,
+            "--samples",
+            "1000",
+            "--sample-interval",
+            "200ms",
+        ],
+        &[],
+    );
+    // Wait until the first sample round has been asked for (components, then SHOW).
+    let mut asked = false;
+    for _ in 0..400 {
+        if neo.requests().len() >= 2 {
+            asked = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(asked, "the collector never reached Neo4j");
+    let pid = started.child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    let run = started.wait();
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let manifest = run.manifest();
+    assert!(manifest.interrupted);
+    let source = run.source(&format!("neo4j/127.0.0.1-{}", neo.port));
+    assert_eq!(source.status, SourceStatus::Interrupted);
+    // What was gathered before the stop is kept.
+    let rows = run.ndjson(&format!("neo4j/127.0.0.1-{}/transactions.ndjson", neo.port));
+    assert!(!rows.is_empty());
+    assert_eq!(rows[0]["sample"], 1);
+    let names: Vec<String> = run.entries().into_iter().map(|(p, _, _)| p).collect();
+    assert_eq!(names.first().map(String::as_str), Some("sitrep.json"));
+    assert_eq!(names.last().map(String::as_str), Some("manifest.json"));
+}
+
+#[test]
+fn a_source_past_its_deadline_times_out_alone() {
+    // This Prometheus never answers in time; Neo4j answers at once.
+    let prom = MockServer::start(|_| {
+        std::thread::sleep(Duration::from_secs(120));
+        Response::text(500, "too late")
+    });
+    let neo = neo4j_rows();
+    let (prom_url, neo_url) = (prom.url(), neo.url());
+    let run = collect(
+        &[
+            "--no-kubernetes",
+            "--prometheus-url",
+            &prom_url,
+            "--neo4j-url",
+            &neo_url,
+            "--samples",
+            "1",
+            "--source-timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let source = run.source("prometheus");
+    assert_eq!(source.status, SourceStatus::Timeout);
+    assert!(
+        source
+            .error
+            .unwrap()
+            .contains("source deadline of 1s passed")
+    );
+    let log: PromQueryLog = serde_json::from_value(run.json("prometheus/queries.json")).unwrap();
+    assert!(
+        log.queries
+            .iter()
+            .all(|q| q.status == SourceStatus::Timeout)
+    );
+    assert_eq!(
+        run.source(&format!("neo4j/127.0.0.1-{}", neo.port)).status,
+        SourceStatus::Ok
+    );
+}
+
+#[test]
+fn an_unwritable_output_fails_without_a_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("b.tar.zst");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitrep-collect"))
+        .env_clear()
+        .env("HOME", dir.path())
+        .args(["--no-kubernetes", "-o"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit::COLLECT_FAILED));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\nerror: cannot create the bundle in"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("caused by: No such file or directory"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn gzip_bundles_open_with_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.tar.gz");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitrep-collect"))
+        .env_clear()
+        .env("HOME", dir.path())
+        .args(["--no-kubernetes", "--compression", "gzip", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit::COLLECT_OK));
+    let file = std::fs::File::open(&path).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["sitrep.json", "manifest.json"]);
+}
