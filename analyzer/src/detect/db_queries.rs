@@ -74,6 +74,7 @@ fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
         let waiting = r.wait_event_type.as_deref() == Some("Lock") && !r.blocked_by.is_empty();
 
         let (problem, duration) = if waiting {
+            // A waiter may block others in turn (a second UPDATE queues behind the first).
             (QueryProblem::LockWait, query_age.unwrap_or(0.0))
         } else if !blocked.is_empty() {
             let held = if state == "active" {
@@ -92,15 +93,46 @@ fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
         } else {
             continue;
         };
+        let roots = root_blockers(&last, target, pid);
         findings.push(pg_finding(
             row,
             target,
             problem,
             duration,
             blocked.into_iter().collect(),
+            &roots,
         ));
     }
     findings
+}
+
+/// The backends at the top of `pid`'s blocker tree: those it waits on, directly or
+/// through other waiters, that wait on nobody themselves. A cycle (a deadlock the server
+/// has not broken yet) leaves the waiter's direct blockers.
+fn root_blockers(last: &BTreeMap<(&str, i32), &PgRow>, target: &str, pid: i32) -> Vec<i32> {
+    let direct = last
+        .get(&(target, pid))
+        .map(|r| r.row.blocked_by.clone())
+        .unwrap_or_default();
+    let mut roots = BTreeSet::new();
+    let mut seen = BTreeSet::from([pid]);
+    let mut pending = direct.clone();
+    while let Some(next) = pending.pop() {
+        if !seen.insert(next) {
+            continue;
+        }
+        match last.get(&(target, next)) {
+            Some(row) if !row.row.blocked_by.is_empty() => pending.extend(&row.row.blocked_by),
+            _ => {
+                roots.insert(next);
+            }
+        }
+    }
+    if roots.is_empty() {
+        direct
+    } else {
+        roots.into_iter().collect()
+    }
 }
 
 fn short(query: &str) -> String {
@@ -121,6 +153,7 @@ fn pg_finding(
     problem: QueryProblem,
     duration: f64,
     blocking: Vec<i32>,
+    roots: &[i32],
 ) -> Finding {
     let r = &row.row;
     let query = r.query.clone().unwrap_or_default();
@@ -139,7 +172,7 @@ fn pg_finding(
                 list(&r.blocked_by),
                 short(&query)
             ),
-            r.blocked_by
+            roots
                 .iter()
                 .map(|b| format!("SELECT pg_terminate_backend({b});"))
                 .collect(),
@@ -414,6 +447,31 @@ mod tests {
                 (12, QueryProblem::LockWait, 3.0, vec![10], vec![]),
                 (13, QueryProblem::IdleInTransaction, 20.0, vec![], vec![]),
             ]
+        );
+    }
+
+    #[test]
+    fn a_waiter_behind_a_waiter_is_pointed_at_the_root_blocker() {
+        // 10 holds the lock; 11 waits on 10; 12 queues behind 11's tuple lock.
+        let rows = vec![
+            row(10, "active", 10, 5, &[], false),
+            row(11, "active", 94, 94, &[10], true),
+            row(12, "active", 97, 97, &[11], true),
+        ];
+        let findings = postgres(&rows, &Thresholds::default());
+        let by_pid = |pid: i32| {
+            findings
+                .iter()
+                .find(|f| f.subject.pid == Some(pid))
+                .unwrap()
+        };
+        assert_eq!(by_pid(12).next_steps, ["SELECT pg_terminate_backend(10);"]);
+        let Detail::SlowQuery(middle) = &by_pid(11).detail else {
+            panic!()
+        };
+        assert_eq!(
+            (middle.problem, middle.blocking.as_slice()),
+            (QueryProblem::LockWait, &[12][..])
         );
     }
 

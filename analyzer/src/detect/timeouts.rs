@@ -140,7 +140,6 @@ fn count_by_minute(log_lines: &DataFrame) -> PolarsResult<Counts> {
     let grouped = log_lines
         .clone()
         .lazy()
-        .filter(col("signature").is_not_null())
         .group_by([
             col("namespace"),
             col("service"),

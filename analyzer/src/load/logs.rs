@@ -3,6 +3,11 @@
 //! Logs can be large, so each line is read into one reused buffer, classified against the
 //! timeout lexicon and dropped; only its time, its source and the matching signature are
 //! kept, plus a handful of matching lines as examples.
+//!
+//! `log_lines` holds only the timestamped lines that match a signature, because the
+//! timeout detector is the only reader and a row per plain line would cost far more than
+//! the log itself; per file, the other lines are only counted. A detector that needs every
+//! line (template mining, error levels) would need categorical columns first.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -37,8 +42,11 @@ pub(crate) struct LogFile {
     namespace: String,
     pod: String,
     container: String,
-    /// `(ms, signature)` for every line; lines without a timestamp have no time.
-    lines: Vec<(Option<i64>, Option<&'static str>)>,
+    /// `(ms, signature)` of each timestamped line that matched a signature.
+    matches: Vec<(i64, &'static str)>,
+    /// Every line read, and those of them without a timestamp.
+    pub(crate) lines: u64,
+    pub(crate) untimed: u64,
     examples: Vec<Example>,
 }
 
@@ -60,7 +68,9 @@ impl LogFile {
             namespace: namespace.to_owned(),
             pod: pod.to_owned(),
             container: container.to_owned(),
-            lines: Vec::new(),
+            matches: Vec::new(),
+            lines: 0,
+            untimed: 0,
             examples: Vec::new(),
         };
         let mut kept: BTreeMap<(&'static str, i64), usize> = BTreeMap::new();
@@ -93,7 +103,12 @@ impl LogFile {
                     });
                 }
             }
-            log.lines.push((ts.map(millis), signature));
+            log.lines += 1;
+            match (ts, signature) {
+                (None, _) => log.untimed += 1,
+                (Some(at), Some(signature)) => log.matches.push((millis(at), signature)),
+                (Some(_), None) => {}
+            }
         }
         Some(log)
     }
@@ -110,7 +125,7 @@ pub(crate) fn split_timestamp(line: &str) -> (Option<DateTime<Utc>>, &str) {
     (None, line)
 }
 
-/// Builds `log_lines` from timestamped lines. The service is the pod's `app` label, else
+/// Builds `log_lines` from the matching lines. The service is the pod's `app` label, else
 /// its owning deployment, else the pod name (a pod absent from `k8s/pods.ndjson`).
 pub(crate) fn frame(files: Vec<LogFile>, pods: &[PodContainer]) -> (DataFrame, Vec<Example>) {
     let services: BTreeMap<(&str, &str), &str> = pods
@@ -123,14 +138,23 @@ pub(crate) fn frame(files: Vec<LogFile>, pods: &[PodContainer]) -> (DataFrame, V
     let mut pod = Vec::new();
     let mut container = Vec::new();
     let mut service = Vec::new();
-    let mut signature: Vec<Option<&'static str>> = Vec::new();
+    let mut signature: Vec<&'static str> = Vec::new();
     let mut examples = Vec::new();
     for file in files {
         let svc = services
             .get(&(file.namespace.as_str(), file.pod.as_str()))
             .map_or_else(|| file.pod.clone(), |s| (*s).to_owned());
-        for (at, sig) in file.lines {
-            let Some(at) = at else { continue };
+        tracing::debug!(
+            stage = "load",
+            namespace = %file.namespace,
+            pod = %file.pod,
+            container = %file.container,
+            lines = file.lines,
+            untimed = file.untimed,
+            timeouts = file.matches.len(),
+            "read container log"
+        );
+        for (at, sig) in file.matches {
             ts.push(at);
             minute.push(minute_of(at));
             namespace.push(file.namespace.clone());

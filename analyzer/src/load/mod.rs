@@ -32,7 +32,8 @@ pub(crate) struct Tables {
     pub(crate) rollouts: Vec<k8s::Rollout>,
     pub(crate) pods: Vec<k8s::PodContainer>,
     pub(crate) events: Vec<k8s::EventRow>,
-    /// `ts, minute, namespace, pod, container, service, signature`; timestamped lines only.
+    /// `ts, minute, namespace, pod, container, service, signature`: timestamped lines that
+    /// match a timeout signature.
     pub(crate) log_lines: DataFrame,
     pub(crate) log_examples: Vec<logs::Example>,
     pub(crate) pg_activity: Vec<postgres::PgRow>,
