@@ -16,17 +16,17 @@ use crate::bundle::Compression;
 #[command(name = "sitrep-collect", version)]
 pub(crate) struct Cli {
     /// How far back the window reaches from now.
-    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "start")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "start")]
     pub(crate) since: Option<Duration>,
     /// Window start (RFC 3339); instead of --since.
-    #[arg(long)]
+    #[arg(long, value_name = "RFC3339")]
     pub(crate) start: Option<DateTime<Utc>>,
     /// Window end (RFC 3339); needs --start; default now.
-    #[arg(long, requires = "start")]
+    #[arg(long, requires = "start", value_name = "RFC3339")]
     pub(crate) end: Option<DateTime<Utc>>,
 
     /// Bundle path; default ./sitrep-<context or "local">-<UTC time>.tar.zst.
-    #[arg(short = 'o', long = "output")]
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "zstd")]
     pub(crate) compression: Compression,
@@ -47,11 +47,11 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) samples: u32,
     /// Time between sample rounds.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) sample_interval: Duration,
 
     /// Each source's own deadline; what it gathered by then is kept.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "120s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) source_timeout: Duration,
 
     /// More log detail on stderr (-v debug, -vv trace). RUST_LOG overrides.

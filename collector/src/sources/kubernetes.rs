@@ -25,14 +25,14 @@ use crate::run::{Classify, Failure, SourceContext, one_line, render_chain};
 pub(crate) struct KubernetesArgs {
     /// Kubeconfig file. Default: the files in KUBECONFIG, else ~/.kube/config. Without
     /// one, Kubernetes is skipped.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub(crate) kubeconfig: Option<PathBuf>,
     /// Kubeconfig context. Default: the current context.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub(crate) context: Option<String>,
     /// Namespace to collect; repeat for several. Default: the context's namespace, or
     /// `default` when it has none.
-    #[arg(short = 'n', long = "namespace")]
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
     pub(crate) namespaces: Vec<String>,
     /// Collect every namespace.
     #[arg(long, conflicts_with = "namespaces")]
@@ -42,7 +42,7 @@ pub(crate) struct KubernetesArgs {
     pub(crate) no_kubernetes: bool,
     /// Most bytes kept per container log; the newest lines are kept and the cut is
     /// recorded in the manifest.
-    #[arg(long, default_value = "8MiB", value_parser = crate::config::parse_bytes)]
+    #[arg(long, default_value = "8MiB", value_name = "BYTES", value_parser = crate::config::parse_bytes)]
     pub(crate) max_log_bytes: u64,
 }
 
@@ -105,6 +105,23 @@ impl Classify for KubernetesError {
             }
             KubernetesError::LogRead { .. } => SourceStatus::Unreachable,
             _ => SourceStatus::Failed,
+        }
+    }
+}
+
+impl KubernetesError {
+    /// An unreachable server or refused credentials fail every later request the same
+    /// way; a 403 does not, since RBAC is granted per resource.
+    fn fails_every_request(&self) -> bool {
+        match self {
+            KubernetesError::List {
+                source: kube::Error::Api(status),
+                ..
+            } => status.code == 401,
+            KubernetesError::List { source, .. } => {
+                kube_status(source) == SourceStatus::Unreachable
+            }
+            _ => false,
         }
     }
 }
@@ -326,13 +343,22 @@ pub(crate) async fn collect(
     };
 
     let mut jobs = Vec::new();
+    let mut given_up: Option<(SourceStatus, &'static str)> = None;
     for resource in resources() {
+        if let Some((status, first)) = given_up {
+            let why = format!("not tried: listing {first} already failed the same way");
+            ctx.part(resource.file, status, 0, Some(why));
+            continue;
+        }
         let listed = list_resource(&client, &resource, &scopes, &ctx, &mut jobs).await;
         match listed {
             Ok(n) => ctx.part(resource.file, SourceStatus::Ok, n, None),
             Err(e) => {
                 tracing::warn!(stage = "list", resource = resource.file, error_type = ?e.status(), error = %one_line(&e), "list failed");
                 ctx.part(resource.file, e.status(), 0, Some(render_chain(&e)));
+                if e.fails_every_request() {
+                    given_up = Some((e.status(), resource.file));
+                }
             }
         }
         if ctx.stop().reason().is_some() {

@@ -19,10 +19,20 @@ use crate::run::{Classify, Failure, SourceContext, one_line, render_chain};
 pub(crate) struct Neo4jArgs {
     /// HTTP URL of the Neo4j server, e.g. http://127.0.0.1:7474. Neo4j is skipped when
     /// this is not set.
-    #[arg(id = "neo4j_url", long = "neo4j-url", env = "NEO4J_URI")]
+    #[arg(
+        id = "neo4j_url",
+        long = "neo4j-url",
+        env = "NEO4J_URI",
+        value_name = "URL"
+    )]
     pub(crate) url: Option<String>,
     /// User for basic authentication.
-    #[arg(id = "neo4j_user", long = "neo4j-user", env = "NEO4J_USERNAME")]
+    #[arg(
+        id = "neo4j_user",
+        long = "neo4j-user",
+        env = "NEO4J_USERNAME",
+        value_name = "USER"
+    )]
     pub(crate) user: Option<String>,
     /// Password for basic authentication. Prefer the environment variable: a flag shows
     /// up in the process list.
@@ -30,14 +40,16 @@ pub(crate) struct Neo4jArgs {
         id = "neo4j_password",
         long = "neo4j-password",
         env = "NEO4J_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_name = "PASSWORD"
     )]
     pub(crate) password: Option<String>,
     /// Database whose endpoint the statements are sent to.
     #[arg(
         id = "neo4j_database",
         long = "neo4j-database",
-        default_value = "neo4j"
+        default_value = "neo4j",
+        value_name = "DATABASE"
     )]
     pub(crate) database: String,
 }

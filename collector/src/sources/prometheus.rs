@@ -22,14 +22,19 @@ use crate::run::{Classify, Failure, SourceContext, StopReason, one_line, render_
 pub(crate) struct PrometheusArgs {
     /// Base URL of the Prometheus HTTP API, e.g. http://127.0.0.1:9090. Prometheus is
     /// skipped when this is not set.
-    #[arg(id = "prometheus_url", long = "prometheus-url", env = "PROMETHEUS_URL")]
+    #[arg(
+        id = "prometheus_url",
+        long = "prometheus-url",
+        env = "PROMETHEUS_URL",
+        value_name = "URL"
+    )]
     pub(crate) url: Option<String>,
     /// Resolution of every range query. Windows longer than 11,000 steps are split into
     /// several requests, each stored in its own file.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) step: Duration,
     /// The label that names a service in the HTTP request metrics.
-    #[arg(long, default_value = "service")]
+    #[arg(long, default_value = "service", value_name = "LABEL")]
     pub(crate) service_label: String,
 }
 
