@@ -211,6 +211,13 @@ fn run(cli: &Cli) -> Result<i32, RunError> {
         ),
     }
     .and_then(|()| stdout.flush())
-    .map_err(RunError::Output)?;
+    .or_else(|error| {
+        // A reader that stopped early (`| head`) has what it wanted.
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(RunError::Output(error))
+        }
+    })?;
     Ok(report::exit_code(&report))
 }

@@ -187,3 +187,44 @@ fn a_missing_manifest_is_a_problem_but_the_data_is_analyzed() {
     );
     find(&report, "rollout_regression/shop/checkout/4");
 }
+
+#[test]
+fn a_truncated_bundle_reports_what_it_could_read() {
+    let dir = tempdir();
+    let path = incident().write_torn(dir.path(), Compression::Zstd);
+    let run = analyze(&path, &["--format", "json"]);
+    assert_eq!(run.code, 2);
+    let report = run.report();
+    let files: Vec<&str> = report.problems.iter().map(|p| p.file.as_str()).collect();
+    assert!(files.contains(&"manifest.json"), "{files:?}");
+    // The header came first, so the report still says what the bundle is.
+    assert_eq!(report.bundle.context.as_deref(), Some("sitrep-demo"));
+}
+
+#[test]
+fn entries_over_the_size_cap_are_skipped() {
+    let dir = tempdir();
+    let bundle = incident().write(dir.path(), Compression::Zstd);
+    // The orders log is about 13 KB; every other entry used here is smaller than 100 KB
+    // except the latency buckets.
+    let run = analyze(&bundle, &["--format", "json", "--max-entry-bytes", "12000"]);
+    assert_eq!(run.code, 2);
+    let report = run.report();
+    let capped: Vec<&str> = report
+        .problems
+        .iter()
+        .filter(|p| p.message == "entry is larger than the cap of 12000 bytes; skipped")
+        .map(|p| p.file.as_str())
+        .collect();
+    assert!(
+        capped.contains(&"logs/shop/orders-7c4d-fghij/orders.log"),
+        "{:#?}",
+        report.problems
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !matches!(f.detail, Detail::TimeoutBurst(_)))
+    );
+}

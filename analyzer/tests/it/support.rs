@@ -206,7 +206,17 @@ impl BundleBuilder {
     }
 
     pub(crate) fn write(&self, dir: &Path, compression: Compression) -> PathBuf {
-        let tar = self.tar();
+        self.write_tar(dir, compression, self.tar())
+    }
+
+    /// Writes only the first half of the tar stream, properly compressed: a torn archive.
+    pub(crate) fn write_torn(&self, dir: &Path, compression: Compression) -> PathBuf {
+        let mut tar = self.tar();
+        tar.truncate(tar.len() / 2);
+        self.write_tar(dir, compression, tar)
+    }
+
+    fn write_tar(&self, dir: &Path, compression: Compression, tar: Vec<u8>) -> PathBuf {
         let (name, bytes) = match compression {
             Compression::Zstd => (
                 "bundle.tar.zst",
