@@ -312,3 +312,45 @@ fn an_unreachable_api_server_is_unreachable() {
     assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
     assert_eq!(run.source("kubernetes").status, SourceStatus::Unreachable);
 }
+
+#[test]
+fn all_namespaces_lists_cluster_wide() {
+    let server = MockServer::start(|req| match req.path.as_str() {
+        "/api/v1/pods"
+        | "/apis/apps/v1/deployments"
+        | "/apis/apps/v1/replicasets"
+        | "/api/v1/events"
+        | "/apis/events.k8s.io/v1/events"
+        | "/api/v1/nodes"
+        | "/apis/metrics.k8s.io/v1beta1/pods" => Response::json(200, list("Any", vec![], None)),
+        _ => status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), server.port);
+    let run = collect(
+        &["--kubeconfig", config.to_str().unwrap(), "--all-namespaces"],
+        &[],
+    );
+    assert_eq!(run.code, exit::COLLECT_OK, "{}", run.stderr);
+    let header: BundleHeader = serde_json::from_value(run.json("sitrep.json")).unwrap();
+    assert!(header.all_namespaces);
+    assert!(header.namespaces.is_empty());
+    let mut paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/events",
+            "/api/v1/nodes",
+            "/api/v1/pods",
+            "/apis/apps/v1/deployments",
+            "/apis/apps/v1/replicasets",
+            "/apis/events.k8s.io/v1/events",
+            "/apis/metrics.k8s.io/v1beta1/pods"
+        ]
+    );
+}

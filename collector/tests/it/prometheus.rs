@@ -161,3 +161,60 @@ fn prometheus_url_comes_from_the_environment_too() {
     assert_eq!(run.code, exit::COLLECT_OK, "{}", run.stderr);
     assert_eq!(run.source("prometheus").status, SourceStatus::Ok);
 }
+
+#[test]
+fn a_long_window_is_split_into_numbered_files() {
+    let prom = healthy();
+    // 12 h at 1 s is 43,201 points: four ranges of at most 11,000.
+    let run = collect(
+        &[
+            "--no-kubernetes",
+            "--prometheus-url",
+            &prom.url(),
+            "--since",
+            "12h",
+            "--step",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, exit::COLLECT_OK, "{}", run.stderr);
+    let log: PromQueryLog = serde_json::from_value(run.json("prometheus/queries.json")).unwrap();
+    let p99 = &log.queries[0];
+    assert_eq!(
+        p99.files,
+        (1..=4)
+            .map(|n| format!("prometheus/latency_p99.{n}.json"))
+            .collect::<Vec<_>>()
+    );
+    // Each stored answer holds the mock's 2 series of 3 points.
+    assert_eq!((p99.series, p99.points), (8, 24));
+
+    let ranges: Vec<(f64, f64)> = prom
+        .requests()
+        .iter()
+        .filter(|r| r.query["query"].starts_with("histogram_quantile"))
+        .map(|r| {
+            (
+                r.query["start"].parse().unwrap(),
+                r.query["end"].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ranges.len(), 4);
+    let t0 = ranges[0].0;
+    let near = |a: f64, b: f64| (a - b).abs() < 0.002;
+    // Ranges cover points 0–10,999, 11,000–21,999, 22,000–32,999 and 33,000–43,200.
+    for (k, (start, end)) in ranges.iter().enumerate() {
+        assert!(
+            near(*start, t0 + 11_000.0 * k as f64),
+            "range {k} starts at {start}"
+        );
+        let last = if k == 3 {
+            43_200.0
+        } else {
+            11_000.0 * k as f64 + 10_999.0
+        };
+        assert!(near(*end, t0 + last), "range {k} ends at {end}");
+    }
+}
