@@ -193,7 +193,11 @@ fn compare(
         return Some(base.insufficient(n_before, n_after, thresholds));
     }
 
-    let latency = (before.len() >= thresholds.min_points && after.len() >= thresholds.min_points)
+    // A zero p99 before has no ratio, and JSON has no infinity: such a side is not compared.
+    let comparable = median(&before) > 0.0;
+    let latency = (comparable
+        && before.len() >= thresholds.min_points
+        && after.len() >= thresholds.min_points)
         .then(|| {
             let (_, p_value) = mann_whitney(&before, &after);
             let (shift, (low, high)) = hodges_lehmann(&before, &after, Z_95);
@@ -203,11 +207,7 @@ fn compare(
                 quantile: QUANTILE,
                 before_ms,
                 after_ms,
-                ratio: if before_ms > 0.0 {
-                    after_ms / before_ms
-                } else {
-                    f64::INFINITY
-                },
+                ratio: after_ms / before_ms,
                 shift_ms: shift * 1000.0,
                 shift_ci_ms: (low * 1000.0, high * 1000.0),
                 p_value,

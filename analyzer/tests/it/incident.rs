@@ -401,6 +401,14 @@ pub(crate) fn incident() -> BundleBuilder {
     let events = vec![
         scaling_event("ev-checkout-4", "checkout", "checkout-rs4", 40),
         scaling_event("ev-ingest-3", "ingest", "ingest-rs3", 55),
+        json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "node-a.oom", "namespace": "default", "uid": "ev-node-oom"},
+            "involvedObject": {"kind": "Node", "name": "node-a"},
+            "reason": "SystemOOM", "type": "Warning", "count": 2,
+            "message": "System OOM encountered, victim process: java, pid: 4242",
+            "firstTimestamp": before_t(100), "lastTimestamp": before_t(90)
+        }),
     ];
     // The same ingest event as events.k8s.io serves it (deduplicated by uid), and search's
     // rollout only there.
@@ -582,6 +590,20 @@ fn every_injected_problem_is_found_with_its_numbers() {
         (OomEvidence::Exit137, Some(137))
     );
 
+    let node = find(
+        &report,
+        &format!(
+            "oom/node/node-a/{}",
+            (anchor() - Duration::minutes(100)).timestamp()
+        ),
+    );
+    let Detail::Oom(detail) = &node.detail else {
+        panic!()
+    };
+    assert_eq!(detail.evidence, OomEvidence::NodeOom);
+    assert_eq!(detail.node.as_deref(), Some("node-a"));
+    assert_eq!(node.severity, Severity::Warning);
+
     let burst = find(&report, "timeout_burst/shop/orders/20261204T1352Z");
     let Detail::TimeoutBurst(detail) = &burst.detail else {
         panic!()
@@ -743,4 +765,34 @@ fn the_text_report_reads_without_colour() {
     assert!(colour.stdout.contains("\x1b[1;31mCRITICAL\x1b[0m"));
     // Not a terminal: auto means no colour.
     assert!(!analyze(&bundle, &[]).stdout.contains('\x1b'));
+}
+
+#[test]
+fn without_buckets_the_p99_query_is_used() {
+    // latency_p99 as Prometheus would answer it: 0.2 s before the rollout, 0.9 s after.
+    let p99 = matrix(vec![(
+        json!({"namespace": "shop", "service": "checkout"}),
+        minutes()
+            .map(|m| (m, if m > 40 { 0.2 } else { 0.9 }))
+            .collect(),
+    )]);
+    let dir = tempdir();
+    let bundle = incident()
+        .without("prometheus/latency_buckets.json")
+        .json("prometheus/latency_p99.json", &p99)
+        .write(dir.path(), Compression::Zstd);
+    let report = analyze(&bundle, &["--format", "json"]).report();
+    let finding = find(&report, "rollout_regression/shop/checkout/4");
+    let Detail::RolloutRegression(rollout) = &finding.detail else {
+        panic!()
+    };
+    let latency = rollout.latency.as_ref().unwrap();
+    assert!(close(latency.before_ms, 200.0) && close(latency.after_ms, 900.0));
+    assert!(
+        finding
+            .confidence
+            .reasons
+            .iter()
+            .any(|r| r.ends_with("latency from `latency_p99`"))
+    );
 }

@@ -78,6 +78,11 @@ impl BundleBuilder {
         self
     }
 
+    pub(crate) fn without(mut self, path: &str) -> Self {
+        self.entries.retain(|e| e.path != path);
+        self
+    }
+
     pub(crate) fn ndjson(self, path: &str, rows: &[Value]) -> Self {
         let mut text = String::new();
         for row in rows {
