@@ -21,6 +21,16 @@ pub(crate) enum StopReason {
     Interrupted,
 }
 
+impl StopReason {
+    /// The status of whatever a stop cut short.
+    pub(crate) fn status(self) -> SourceStatus {
+        match self {
+            StopReason::Deadline => SourceStatus::Timeout,
+            StopReason::Interrupted => SourceStatus::Interrupted,
+        }
+    }
+}
+
 /// Lets a source see when it should stop early.
 #[derive(Debug, Clone)]
 pub(crate) struct StopSignal(watch::Receiver<Option<StopReason>>);

@@ -352,7 +352,11 @@ pub(crate) async fn collect(
         }
         let listed = list_resource(&client, &resource, &scopes, &ctx, &mut jobs).await;
         match listed {
-            Ok(n) => ctx.part(resource.file, SourceStatus::Ok, n, None),
+            Ok(n) => match ctx.stop().reason() {
+                // The pages read so far are stored, but the list is not whole.
+                Some(reason) => ctx.part(resource.file, reason.status(), n, None),
+                None => ctx.part(resource.file, SourceStatus::Ok, n, None),
+            },
             Err(e) => {
                 tracing::warn!(stage = "list", resource = resource.file, error_type = ?e.status(), error = %one_line(&e), "list failed");
                 ctx.part(resource.file, e.status(), 0, Some(render_chain(&e)));
@@ -509,6 +513,18 @@ async fn collect_logs(
     let written = results.iter().filter(|r| matches!(r, Ok(true))).count() as u64;
     let failures: Vec<&KubernetesError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     let (status, error) = match failures.first() {
+        None if ctx.stop().reason().is_some() => {
+            let reason = ctx
+                .stop()
+                .reason()
+                .unwrap_or(crate::run::StopReason::Interrupted);
+            (
+                reason.status(),
+                Some(format!(
+                    "stopped before every log was fetched; {written} stored"
+                )),
+            )
+        }
         None => (SourceStatus::Ok, None),
         Some(first) => {
             let status = if failures.len() == total {

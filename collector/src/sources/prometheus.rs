@@ -254,7 +254,7 @@ pub(crate) async fn collect(
             points: 0,
         };
         if let Some(reason) = ctx.stop().reason() {
-            record.status = stopped_status(reason);
+            record.status = reason.status();
             ctx.part(query.name, record.status, 0, None);
             log.queries.push(record);
             continue;
@@ -275,8 +275,11 @@ pub(crate) async fn collect(
             let outcome = match ctx.until_stopped(run).await {
                 Some(outcome) => outcome,
                 None => {
-                    record.status =
-                        stopped_status(ctx.stop().reason().unwrap_or(StopReason::Interrupted));
+                    record.status = ctx
+                        .stop()
+                        .reason()
+                        .unwrap_or(StopReason::Interrupted)
+                        .status();
                     break;
                 }
             };
@@ -334,13 +337,6 @@ pub(crate) async fn collect(
     .await
     .map_err(|e| PrometheusError::Store(e).failure())?;
     Ok(())
-}
-
-fn stopped_status(reason: StopReason) -> SourceStatus {
-    match reason {
-        StopReason::Deadline => SourceStatus::Timeout,
-        StopReason::Interrupted => SourceStatus::Interrupted,
-    }
 }
 
 async fn run_range(

@@ -354,3 +354,36 @@ fn all_namespaces_lists_cluster_wide() {
         ]
     );
 }
+
+#[test]
+fn a_hanging_log_keeps_the_lists_and_times_out_the_logs() {
+    let server = MockServer::start(|req| {
+        if req.path.ends_with("/log") {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+        }
+        api(req)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), server.port);
+    let run = collect(
+        &[
+            "--kubeconfig",
+            config.to_str().unwrap(),
+            "--source-timeout",
+            "2s",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let source = run.source("kubernetes");
+    assert_eq!(source.status, SourceStatus::Timeout);
+    let logs = source
+        .parts
+        .iter()
+        .find(|p| p.name == "logs")
+        .expect("logs part recorded");
+    assert_eq!(logs.status, SourceStatus::Timeout);
+    assert_eq!(logs.items, 0);
+    assert_eq!(run.ndjson("k8s/pods.ndjson").len(), 2);
+    assert!(!run.entries().iter().any(|(p, _, _)| p.starts_with("logs/")));
+}

@@ -93,7 +93,7 @@ fn a_source_past_its_deadline_times_out_alone() {
             "--samples",
             "1",
             "--source-timeout",
-            "1s",
+            "3s",
         ],
         &[],
     );
@@ -104,7 +104,7 @@ fn a_source_past_its_deadline_times_out_alone() {
         source
             .error
             .unwrap()
-            .contains("source deadline of 1s passed")
+            .contains("source deadline of 3s passed")
     );
     let log: PromQueryLog = serde_json::from_value(run.json("prometheus/queries.json")).unwrap();
     assert!(
