@@ -370,7 +370,7 @@ fn a_hanging_log_keeps_the_lists_and_times_out_the_logs() {
             "--kubeconfig",
             config.to_str().unwrap(),
             "--source-timeout",
-            "2s",
+            "5s",
         ],
         &[],
     );
