@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::bundle::{BundleWriter, Closing};
 use crate::config::Cli;
-use crate::run::{Classify, Outcome, run_source};
+use crate::run::{Classify, Outcome, run_source, status_name};
 use crate::sources::kubernetes::{self, Resolution};
 use crate::sources::{neo4j, postgres, prometheus};
 
@@ -133,7 +133,7 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
         }
         Resolution::Broken(e) => {
             let failure = e.failure();
-            tracing::error!(source = "kubernetes", stage = "config", error_type = ?failure.status, error = %failure.error.replace('\n', ": "), "source cannot start");
+            tracing::error!(source = "kubernetes", stage = "config", error_type = status_name(failure.status), error = %failure.error.replace('\n', ": "), "source cannot start");
             settled.push(settled_record(
                 "kubernetes",
                 SourceKind::Kubernetes,
@@ -390,10 +390,7 @@ fn settled_record(
 fn print_result(output: &Path, manifest: &Manifest, sizes: &BTreeMap<String, u64>) {
     let mut err = std::io::stderr().lock();
     for s in &manifest.sources {
-        let status = serde_json::to_value(s.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let status = status_name(s.status);
         let size = sizes.get(&s.name).copied().unwrap_or(0);
         let _ = writeln!(
             err,

@@ -223,7 +223,7 @@ where
     tracing::info!(
         parent: &span,
         stage = "finish",
-        status = ?outcome.record.status,
+        status = status_name(outcome.record.status),
         items = outcome.record.items,
         bytes = outcome.bytes,
         duration_ms = outcome.record.duration_ms,
@@ -327,6 +327,23 @@ pub(crate) fn render_chain(err: &dyn StdError) -> String {
     lines.join("\n")
 }
 
+/// The manifest's name for a status (`unreachable`, `over_budget`, …), for log fields.
+pub(crate) fn status_name(status: SourceStatus) -> &'static str {
+    match status {
+        SourceStatus::Ok => "ok",
+        SourceStatus::Partial => "partial",
+        SourceStatus::Forbidden => "forbidden",
+        SourceStatus::Timeout => "timeout",
+        SourceStatus::Unreachable => "unreachable",
+        SourceStatus::Unsupported => "unsupported",
+        SourceStatus::Malformed => "malformed",
+        SourceStatus::OverBudget => "over_budget",
+        SourceStatus::Interrupted => "interrupted",
+        SourceStatus::Skipped => "skipped",
+        SourceStatus::Failed => "failed",
+    }
+}
+
 /// The same chain on one line, `: `-separated, for log fields.
 pub(crate) fn one_line(err: &dyn StdError) -> String {
     render_chain(err).replace("\ncaused by: ", ": ")
@@ -394,6 +411,25 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("forbidden")]
     struct Inner;
+
+    #[test]
+    fn status_names_match_the_manifest() {
+        for status in [
+            SourceStatus::Ok,
+            SourceStatus::Partial,
+            SourceStatus::Forbidden,
+            SourceStatus::Timeout,
+            SourceStatus::Unreachable,
+            SourceStatus::Unsupported,
+            SourceStatus::Malformed,
+            SourceStatus::OverBudget,
+            SourceStatus::Interrupted,
+            SourceStatus::Skipped,
+            SourceStatus::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status_name(status));
+        }
+    }
 
     #[test]
     fn chain_has_headline_then_causes_without_repeats() {

@@ -17,7 +17,7 @@ use sitrep_schemas::paths;
 
 use crate::bundle::{BundleError, Spool, TailSpool};
 use crate::redact;
-use crate::run::{Classify, Failure, SourceContext, one_line, render_chain};
+use crate::run::{Classify, Failure, SourceContext, one_line, render_chain, status_name};
 
 /// Kubernetes: Deployments, ReplicaSets, Pods, Events, Nodes, PodMetrics and container
 /// logs. The kubeconfig and context are found the way kubectl finds them.
@@ -358,7 +358,7 @@ pub(crate) async fn collect(
                 None => ctx.part(resource.file, SourceStatus::Ok, n, None),
             },
             Err(e) => {
-                tracing::warn!(stage = "list", resource = resource.file, error_type = ?e.status(), error = %one_line(&e), "list failed");
+                tracing::warn!(stage = "list", resource = resource.file, error_type = status_name(e.status()), error = %one_line(&e), "list failed");
                 ctx.part(resource.file, e.status(), 0, Some(render_chain(&e)));
                 if e.fails_every_request() {
                     given_up = Some((e.status(), resource.file));

@@ -11,7 +11,7 @@ use sitrep_schemas::records::{Neo4jListing, Neo4jServer};
 
 use crate::bundle::{BundleError, Spool};
 use crate::config::Sampling;
-use crate::run::{Classify, Failure, SourceContext, one_line, render_chain};
+use crate::run::{Classify, Failure, SourceContext, one_line, render_chain, status_name};
 
 /// Neo4j: what is running right now, sampled a few times. Uses the HTTP API
 /// (`/db/<database>/tx/commit`); Bolt URLs are not spoken.
@@ -316,7 +316,7 @@ pub(crate) async fn collect(
             }
             Err(e) if sample == 1 => return Err(e.failure()),
             Err(e) => {
-                tracing::warn!(stage = "sample", error_type = ?e.status(), error = %one_line(&e), sample, "sample round failed");
+                tracing::warn!(stage = "sample", error_type = status_name(e.status()), error = %one_line(&e), sample, "sample round failed");
                 ctx.part(&part, e.status(), 0, Some(render_chain(&e)));
             }
         }

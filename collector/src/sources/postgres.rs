@@ -20,7 +20,7 @@ use tokio_postgres::types::ToSql;
 use crate::bundle::{BundleError, Spool};
 use crate::config::Sampling;
 use crate::redact;
-use crate::run::{Classify, Failure, SourceContext, one_line, render_chain};
+use crate::run::{Classify, Failure, SourceContext, one_line, render_chain, status_name};
 
 /// PostgreSQL: who is running what, who waits on whom.
 #[derive(Debug, Clone, clap::Args)]
@@ -366,7 +366,7 @@ async fn sample(
             }
             Err(e @ PostgresError::Spool(_)) => return Err(e),
             Err(e) => {
-                tracing::warn!(stage = "sample", error_type = ?e.status(), error = %one_line(&e), sample, "sample round failed");
+                tracing::warn!(stage = "sample", error_type = status_name(e.status()), error = %one_line(&e), sample, "sample round failed");
                 ctx.part(&part, e.status(), 0, Some(render_chain(&e)));
                 if client.is_closed() {
                     break;

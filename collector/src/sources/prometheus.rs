@@ -14,7 +14,9 @@ use sitrep_schemas::paths;
 use sitrep_schemas::records::{PromQuery, PromQueryLog};
 
 use crate::bundle::{BundleError, FinishedSpool, Spool};
-use crate::run::{Classify, Failure, SourceContext, StopReason, one_line, render_chain};
+use crate::run::{
+    Classify, Failure, SourceContext, StopReason, one_line, render_chain, status_name,
+};
 
 /// Prometheus: the runbook's queries (latency, traffic, errors, CPU, memory, restarts,
 /// OOM reasons) as range queries over the window.
@@ -225,7 +227,7 @@ pub(crate) async fn collect(
 ) -> Result<(), Failure> {
     let base: reqwest::Url = url.parse().map_err(|source| {
         PrometheusError::Url {
-            url: url.clone(),
+            url: crate::redact::connection_string(&url).0,
             source,
         }
         .failure()
@@ -298,7 +300,7 @@ pub(crate) async fn collect(
                     record.points += counts.points;
                 }
                 Err(e) => {
-                    tracing::warn!(stage = "query", query = query.name, error_type = ?e.status(), error = %one_line(&e), "query failed");
+                    tracing::warn!(stage = "query", query = query.name, error_type = status_name(e.status()), error = %one_line(&e), "query failed");
                     record.status = e.status();
                     record.error = Some(render_chain(&e));
                     if matches!(
