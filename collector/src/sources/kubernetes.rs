@@ -672,6 +672,29 @@ mod tests {
         );
     }
 
+    fn api_error(code: u16) -> KubernetesError {
+        let status: kube::core::Status =
+            serde_json::from_value(json!({"kind": "Status", "code": code, "message": "m"}))
+                .unwrap();
+        KubernetesError::List {
+            resource: "nodes",
+            namespace: None,
+            source: kube::Error::Api(Box::new(status)),
+        }
+    }
+
+    #[test]
+    fn api_errors_map_to_statuses() {
+        assert_eq!(api_error(403).status(), SourceStatus::Forbidden);
+        assert_eq!(api_error(401).status(), SourceStatus::Forbidden);
+        assert_eq!(api_error(404).status(), SourceStatus::Unsupported);
+        assert_eq!(api_error(503).status(), SourceStatus::Unreachable);
+        assert_eq!(api_error(410).status(), SourceStatus::Failed);
+        // A 403 is about one resource; a 401 is about the credentials, for every request.
+        assert!(!api_error(403).fails_every_request());
+        assert!(api_error(401).fails_every_request());
+    }
+
     #[test]
     fn caps_are_named_as_typed() {
         assert_eq!(human_bytes(8 << 20), "8MiB");

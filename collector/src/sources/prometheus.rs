@@ -40,6 +40,9 @@ pub(crate) struct PrometheusArgs {
     pub(crate) service_label: String,
 }
 
+/// How much of a non-200 answer is read to find the API's error text.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 /// Prometheus refuses a range query with more points a series than this.
 const MAX_POINTS: i64 = 11_000;
 
@@ -364,10 +367,15 @@ async fn run_range(
 
     let status = response.status().as_u16();
     if status != 200 {
-        // Error bodies are small; the API puts its reason in JSON, a proxy may not.
-        let body = response.bytes().await.map_err(PrometheusError::Body)?;
-        let head = &body[..body.len().min(64 * 1024)];
-        return Err(match serde_json::from_slice::<ApiError>(head) {
+        // The API's error body is a small JSON object; whatever a proxy sends instead is
+        // read only as far as that could need.
+        let mut head = Vec::new();
+        while head.len() < ERROR_BODY_LIMIT
+            && let Some(chunk) = response.chunk().await.map_err(PrometheusError::Body)?
+        {
+            head.extend_from_slice(&chunk);
+        }
+        return Err(match serde_json::from_slice::<ApiError>(&head) {
             Ok(api) => PrometheusError::Api {
                 status,
                 error_type: api.error_type.unwrap_or_default(),
