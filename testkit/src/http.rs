@@ -73,8 +73,15 @@ pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
 /// Serves connections until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, handler: Handler) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors, most likely; pausing lets connections close.
+                tracing::warn!(source = "replay", stage = "accept", error_type = "io",
+                    error = %error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let handler = handler.clone();
         tokio::spawn(async move {
@@ -293,6 +300,31 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (padding optional); `None` for anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut word = 0u32;
+    let mut bits = 0;
+    for byte in text.trim_end_matches('=').bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        word = (word << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((word >> bits) as u8);
+            word &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 /// A blocking one-shot request with `Connection: close`, for readiness probes and test
 /// assertions against servers on 127.0.0.1. Returns the status and the (de-chunked) body.
 pub fn request(
@@ -368,6 +400,13 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        for text in ["", "f", "fo", "foo", "foobar"] {
+            assert_eq!(
+                base64_decode(&base64(text.as_bytes())).unwrap(),
+                text.as_bytes()
+            );
+        }
+        assert_eq!(base64_decode("Zm9v!"), None);
     }
 
     #[test]
