@@ -60,7 +60,8 @@ pub(crate) struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(short, long)]
     pub(crate) quiet: bool,
-    /// Accepted for scripts; there is no progress display yet, only log lines.
+    /// No spinners on stderr, only log lines (also SITREP_NO_PROGRESS). Spinners are
+    /// shown only when stderr is a terminal and neither -v nor -q is given.
     #[arg(long)]
     pub(crate) no_progress: bool,
 }

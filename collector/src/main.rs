@@ -5,6 +5,7 @@
 
 mod bundle;
 mod config;
+mod progress;
 mod redact;
 mod run;
 mod sources;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::bundle::{BundleWriter, Closing};
 use crate::config::Cli;
+use crate::progress::Progress;
 use crate::run::{Classify, Outcome, run_source, status_name};
 use crate::sources::kubernetes::{self, Resolution};
 use crate::sources::{neo4j, postgres, prometheus};
@@ -39,7 +41,13 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(&cli);
+    let show_progress = std::io::stderr().is_terminal()
+        && !cli.no_progress
+        && std::env::var_os("SITREP_NO_PROGRESS").is_none()
+        && cli.verbose == 0
+        && !cli.quiet;
+    let progress = Progress::new(show_progress);
+    init_logging(&cli, &progress);
     // reqwest is built without a default crypto provider; without one, building a
     // client panics. kube brings ring, so both use it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -51,7 +59,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
     };
-    match runtime.block_on(collect(cli)) {
+    match runtime.block_on(collect(cli, progress)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => fail(&e),
     }
@@ -66,7 +74,7 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(exit::COLLECT_FAILED as u8)
 }
 
-fn init_logging(cli: &Cli) {
+fn init_logging(cli: &Cli, progress: &Progress) {
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "warn,sitrep_collect=info",
@@ -77,7 +85,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress.log_writer())
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -91,7 +99,7 @@ enum Planned {
     Neo4j(neo4j::Neo4jTarget),
 }
 
-async fn collect(cli: Cli) -> anyhow::Result<i32> {
+async fn collect(cli: Cli, progress: Progress) -> anyhow::Result<i32> {
     let created_at = Utc::now();
     let window = cli.window(created_at)?;
     let sampling = cli.sampling();
@@ -255,6 +263,7 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
         let writer = writer.clone();
         let interrupt = interrupt_rx.clone();
         let deadline = cli.source_timeout;
+        let spinner = progress.source(&name);
         let task = match plan {
             Planned::Kubernetes(target) => tokio::spawn(run_source(
                 name,
@@ -262,6 +271,7 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
                 writer,
                 deadline,
                 interrupt,
+                spinner,
                 move |ctx| async move { kubernetes::collect(*target, window, ctx).await },
             )),
             Planned::Prometheus(url) => {
@@ -273,6 +283,7 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
                     writer,
                     deadline,
                     interrupt,
+                    spinner,
                     move |ctx| prometheus::collect(args, url, window, namespaces, ctx),
                 ))
             }
@@ -282,6 +293,7 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
                 writer,
                 deadline,
                 interrupt,
+                spinner,
                 move |ctx| postgres::collect(*target, sampling, ctx),
             )),
             Planned::Neo4j(target) => tokio::spawn(run_source(
@@ -290,6 +302,7 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
                 writer,
                 deadline,
                 interrupt,
+                spinner,
                 move |ctx| neo4j::collect(target, sampling, ctx),
             )),
         };
@@ -320,6 +333,7 @@ async fn collect(cli: Cli) -> anyhow::Result<i32> {
     records.sort_by_key(|r| source_order(r.kind));
     let interrupted = *interrupt_rx.borrow();
 
+    progress.clear();
     let manifest = writer
         .finish(Closing {
             sources: records,

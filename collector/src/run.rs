@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::bundle::{BundleError, BundleWriter, Entry, FinishedSpool};
+use crate::progress::SourceProgress;
 
 /// Why a source was asked to stop before it ended by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,7 @@ pub(crate) struct SourceContext {
     pub(crate) name: String,
     writer: BundleWriter,
     stop: StopSignal,
+    progress: SourceProgress,
     state: Mutex<State>,
 }
 
@@ -92,16 +94,20 @@ impl SourceContext {
     }
 
     pub(crate) fn part(&self, name: &str, status: SourceStatus, items: u64, error: Option<String>) {
-        self.lock().parts.push(PartRecord {
+        let mut state = self.lock();
+        state.parts.push(PartRecord {
             name: name.to_owned(),
             status,
             items,
             error,
         });
+        self.progress.update(state.parts.len(), state.items);
     }
 
     pub(crate) fn add_items(&self, n: u64) {
-        self.lock().items += n;
+        let mut state = self.lock();
+        state.items += n;
+        self.progress.update(state.parts.len(), state.items);
     }
 
     pub(crate) fn redacted(&self, rule: &str, n: u64) {
@@ -168,6 +174,7 @@ pub(crate) async fn run_source<F, Fut>(
     writer: BundleWriter,
     deadline: Duration,
     mut interrupt: watch::Receiver<bool>,
+    progress: SourceProgress,
     collect: F,
 ) -> Outcome
 where
@@ -179,6 +186,7 @@ where
         name: name.clone(),
         writer,
         stop: StopSignal(stop_rx),
+        progress: progress.clone(),
         state: Mutex::new(State::default()),
     });
     let started_at = Utc::now();
@@ -220,6 +228,7 @@ where
         stopped,
         deadline,
     );
+    progress.finish(status_name(outcome.record.status), outcome.record.items);
     tracing::info!(
         parent: &span,
         stage = "finish",
