@@ -12,7 +12,7 @@ mod sources;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use chrono::Utc;
@@ -66,11 +66,11 @@ fn main() -> ExitCode {
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
-    let mut text = format!("error: {err}");
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {err}");
     for cause in err.chain().skip(1) {
-        text.push_str(&format!("\n  caused by: {cause}"));
+        let _ = writeln!(stderr, "  caused by: {cause}");
     }
-    let _ = writeln!(std::io::stderr(), "{text}");
     ExitCode::from(exit::COLLECT_FAILED as u8)
 }
 
@@ -422,8 +422,7 @@ fn print_result(output: &Path, manifest: &Manifest, sizes: &BTreeMap<String, u64
             let _ = writeln!(err, "      {first}");
         }
     }
-    let shown: PathBuf = output.to_path_buf();
-    let _ = writeln!(std::io::stdout(), "{}", shown.display());
+    let _ = writeln!(std::io::stdout(), "{}", output.display());
 }
 
 fn human_size(bytes: u64) -> String {
