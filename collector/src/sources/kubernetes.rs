@@ -571,9 +571,13 @@ async fn fetch_log(
         .map_err(|e| log_err(kube::Error::BuildRequest(e)))?;
     let mut stream = match client.request_stream(request).await {
         Ok(stream) => stream,
-        // The API server answers 400 both for "previous terminated container … not
-        // found" and for a container still waiting to start: there is no log to read.
-        Err(kube::Error::Api(status)) if status.code == 400 => {
+        // The API server answers 400 for "previous terminated container … not found"
+        // and for a container that "is waiting to start": there is no log to read. Any
+        // other 400 is a real failure.
+        Err(kube::Error::Api(status))
+            if status.code == 400
+                && (job.previous || status.message.contains("is waiting to start")) =>
+        {
             tracing::debug!(pod = %job.pod, container = %job.container, previous = job.previous, message = %status.message, "no log");
             return Ok(false);
         }

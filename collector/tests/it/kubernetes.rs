@@ -135,6 +135,12 @@ fn api(req: &Request) -> Response {
                         "previous terminated container \"{container}\" in pod \"{pod}\" not found"
                     ),
                 ),
+                // An init container that has not run yet.
+                ("ingest-b", "migrate", false) => status(
+                    400,
+                    "BadRequest",
+                    "container \"migrate\" in pod \"ingest-b\" is waiting to start: PodInitializing",
+                ),
                 _ => Response::text(
                     200,
                     &format!("2026-12-04T10:00:00.000000000Z hello from {pod}/{container}\n"),
@@ -205,10 +211,11 @@ fn lists_logs_and_redactions_from_a_mock_cluster() {
     );
     assert!(nodes_error.contains("nodes is forbidden"), "{nodes_error}");
     assert_eq!(part("podmetrics").status, SourceStatus::Unsupported);
-    // ingest-a: migrate, app, app.previous; ingest-b: migrate, app.
+    // ingest-a: migrate, app, app.previous; ingest-b: app (its init container is still
+    // waiting to start, which is no failure).
     assert_eq!(
         (part("logs").status, part("logs").items),
-        (SourceStatus::Ok, 5)
+        (SourceStatus::Ok, 4)
     );
 
     let pods = run.ndjson("k8s/pods.ndjson");
@@ -267,14 +274,18 @@ fn lists_logs_and_redactions_from_a_mock_cluster() {
         b"2026-12-04T09:00:00.000000000Z fatal error: out of memory\n"
     );
     assert_eq!(
-        run.entry("logs/shop/ingest-b/migrate.log"),
-        b"2026-12-04T10:00:00.000000000Z hello from ingest-b/migrate\n"
+        run.entry("logs/shop/ingest-a/migrate.log"),
+        b"2026-12-04T10:00:00.000000000Z hello from ingest-a/migrate\n"
     );
-    assert!(
-        !run.entries()
-            .iter()
-            .any(|(p, _, _)| p == "logs/shop/ingest-b/app.previous.log")
-    );
+    for absent in [
+        "logs/shop/ingest-b/app.previous.log",
+        "logs/shop/ingest-b/migrate.log",
+    ] {
+        assert!(
+            !run.entries().iter().any(|(p, _, _)| p == absent),
+            "{absent}"
+        );
+    }
     assert!(run.entries().iter().all(|(_, _, mode)| *mode == 0o600));
 
     let requests = server.requests();
