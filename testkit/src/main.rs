@@ -137,7 +137,7 @@ fn up(scenario: &Scenario, dir: Option<PathBuf>, env_file: Option<PathBuf>) -> a
     let sessions =
         Sessions::open(&conninfo, &scenario.postgres).context("could not open the sessions")?;
 
-    let mut env = vec![
+    let mut env: Vec<(String, String)> = [
         ("SITREP_ANCHOR", anchor.to_rfc3339()),
         ("SITREP_KUBECONFIG", kubeconfig.display().to_string()),
         ("SITREP_CONTEXT", scenario.cluster.context.clone()),
@@ -149,9 +149,12 @@ fn up(scenario: &Scenario, dir: Option<PathBuf>, env_file: Option<PathBuf>) -> a
         ("SITREP_NEO4J_URL", replay.neo4j_url()),
         ("SITREP_NEO4J_USER", scenario.neo4j.user.clone()),
         ("SITREP_NEO4J_PASSWORD", scenario.neo4j.password.clone()),
-    ];
-    for (name, pid) in sessions.pids() {
-        env.push((pid_variable(name), pid.to_string()));
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    for (session, pid) in sessions.pids() {
+        env.push((format!("SITREP_PID_{session}"), pid.to_string()));
     }
     let env_path = env_file.unwrap_or_else(|| dir.join("env"));
     write_env(&env_path, &env)
@@ -180,19 +183,9 @@ fn up(scenario: &Scenario, dir: Option<PathBuf>, env_file: Option<PathBuf>) -> a
     Ok(())
 }
 
-fn pid_variable(session: &str) -> &'static str {
-    match session {
-        "A" => "SITREP_PID_A",
-        "B" => "SITREP_PID_B",
-        "C" => "SITREP_PID_C",
-        "D" => "SITREP_PID_D",
-        _ => "SITREP_PID_OTHER",
-    }
-}
-
 /// A file `sh` can source: one `NAME='value'` a line. Written under a temporary name
 /// and renamed, so a reader that sees it sees all of it.
-fn write_env(path: &Path, env: &[(&str, String)]) -> std::io::Result<()> {
+fn write_env(path: &Path, env: &[(String, String)]) -> std::io::Result<()> {
     let mut text = String::new();
     for (name, value) in env {
         text.push_str(&format!("{name}='{}'\n", value.replace('\'', r"'\''")));

@@ -56,7 +56,6 @@ pub struct Postgres {
     data: PathBuf,
     port: u16,
     run_as_postgres: bool,
-    // Declared last so the directory outlives the stop in `drop`.
     dir: TempDir,
 }
 

@@ -557,3 +557,31 @@ fn not_found_path() -> Response {
         Some(json!({})),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors_keep_equality_terms_only() {
+        let terms = label_selector(Some("app=orders,tier==web"));
+        assert_eq!(
+            terms,
+            [
+                ("app".into(), "orders".into()),
+                ("tier".into(), "web".into())
+            ]
+        );
+        assert!(label_selector(Some("app!=orders")).is_empty());
+        assert!(label_selector(Some("app in (a,b)")).is_empty());
+        assert!(label_selector(None).is_empty());
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_name_their_resource() {
+        let token = encode_continue(7, "pods");
+        assert_eq!(decode_continue(&token, "pods"), Some(7));
+        assert_eq!(decode_continue(&token, "events"), None);
+        assert_eq!(decode_continue("bogus", "pods"), None);
+    }
+}

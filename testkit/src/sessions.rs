@@ -43,8 +43,8 @@ pub enum SessionsError {
 #[derive(Debug)]
 pub struct Sessions {
     pids: BTreeMap<String, i32>,
-    /// When the last session's statement was sent; ages in pg_stat_activity count from
-    /// about then.
+    /// When every session had reached its expected state. The sessions' ages in
+    /// `pg_stat_activity` are at least the time elapsed since.
     pub opened_at: Instant,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
