@@ -203,6 +203,16 @@ fn collect_then_analyze_names_every_injected_problem() {
             .get("env_value")
             .is_some_and(|count| *count > 0)
     );
+    // Nor in what the collector printed or logged.
+    for stream in [&collected.stdout, &collected.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "sitrep-collect printed a secret in clear"
+            );
+        }
+    }
 
     let analyzed = Command::new(&analyze)
         .arg(&bundle)
@@ -221,6 +231,11 @@ fn collect_then_analyze_names_every_injected_problem() {
         .iter()
         .map(|finding| finding.id.clone())
         .collect();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(
+        report.bundle.context.as_deref(),
+        Some(scenario.cluster.context.as_str())
+    );
 
     // checkout regressed with revision 4: per-minute p99 0.2 s before, 0.9 s after.
     let regression = report
