@@ -129,9 +129,10 @@ impl Replay {
         });
         let kubernetes = Server::start("kubernetes", Arc::new(move |request| api.handle(request)))?;
 
-        // The base URL appears in the discovery document, so bind before building it.
-        let listener_placeholder = Arc::new(std::sync::OnceLock::<Neo4jReplay>::new());
-        let slot = listener_placeholder.clone();
+        // The discovery document names the server's own URL, known only once it listens;
+        // until the slot is filled, requests get a 503.
+        let neo4j_replay = Arc::new(std::sync::OnceLock::<Neo4jReplay>::new());
+        let slot = neo4j_replay.clone();
         let neo4j = Server::start(
             "neo4j",
             Arc::new(move |request| match slot.get() {
@@ -139,7 +140,7 @@ impl Replay {
                 None => Response::json(503, &json!({ "errors": [] })),
             }),
         )?;
-        let _ = listener_placeholder.set(Neo4jReplay {
+        let _ = neo4j_replay.set(Neo4jReplay {
             scenario: scenario.neo4j.clone(),
             mode: options.neo4j_mode,
             base_url: neo4j.url(),

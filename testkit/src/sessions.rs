@@ -70,9 +70,9 @@ impl Sessions {
                 runtime.block_on(async move {
                     match open_all(&conninfo, &plan).await {
                         Ok((pids, kept)) => {
-                            let _ = report.send(Ok(pids));
+                            let _ = report.send(Ok(pids.clone()));
                             let _ = stopped.await;
-                            drop(kept);
+                            kept.terminate(&pids).await;
                         }
                         Err(error) => {
                             let _ = report.send(Err(error));
@@ -116,8 +116,25 @@ impl Drop for Sessions {
 
 /// What keeps the sessions alive: their clients and the tasks driving them.
 struct Kept {
+    admin: Option<Arc<Client>>,
     _clients: Vec<Arc<Client>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Kept {
+    /// Ends the sessions' backends. Closing a connection is not enough: a backend inside
+    /// `pg_sleep` or a lock wait does not notice its client has gone, and would keep
+    /// its locks until the sleep ends.
+    async fn terminate(self, pids: &BTreeMap<String, i32>) {
+        let pids: Vec<i32> = pids.values().copied().collect();
+        let statement = "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid";
+        if let Some(admin) = &self.admin
+            && let Err(error) = admin.execute(statement, &[&pids]).await
+        {
+            tracing::warn!(source = "postgres", stage = "sessions", error_type = "query",
+                error = %error, "could not end the sessions' backends");
+        }
+    }
 }
 
 impl Drop for Kept {
@@ -164,6 +181,7 @@ async fn open_all(
     plan: &PostgresScenario,
 ) -> Result<(BTreeMap<String, i32>, Kept), SessionsError> {
     let mut kept = Kept {
+        admin: None,
         _clients: Vec::new(),
         tasks: Vec::new(),
     };
@@ -212,7 +230,7 @@ async fn open_all(
     }
 
     settle(&admin, plan, &pids).await?;
-    kept._clients.push(admin);
+    kept.admin = Some(admin);
     Ok((pids, kept))
 }
 
