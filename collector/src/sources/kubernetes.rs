@@ -256,6 +256,9 @@ struct Resource {
     namespaced: bool,
     /// Holds pod templates whose env values must be redacted.
     redact: bool,
+    /// Served only by an add-on (metrics-server): a cluster without it is not a failed
+    /// collection, so "not served" is recorded as skipped.
+    optional: bool,
 }
 
 fn resources() -> Vec<Resource> {
@@ -266,42 +269,49 @@ fn resources() -> Vec<Resource> {
             api: ApiResource::erase::<Deployment>(&()),
             namespaced: true,
             redact: true,
+            optional: false,
         },
         Resource {
             file: paths::k8s::REPLICASETS,
             api: ApiResource::erase::<ReplicaSet>(&()),
             namespaced: true,
             redact: true,
+            optional: false,
         },
         Resource {
             file: paths::k8s::PODS,
             api: ApiResource::erase::<Pod>(&()),
             namespaced: true,
             redact: true,
+            optional: false,
         },
         Resource {
             file: paths::k8s::EVENTS,
             api: ApiResource::erase::<Event>(&()),
             namespaced: true,
             redact: false,
+            optional: false,
         },
         Resource {
             file: paths::k8s::EVENTS_V1,
             api: ApiResource::erase::<k8s_openapi::api::events::v1::Event>(&()),
             namespaced: true,
             redact: false,
+            optional: false,
         },
         Resource {
             file: paths::k8s::NODES,
             api: ApiResource::erase::<Node>(&()),
             namespaced: false,
             redact: false,
+            optional: false,
         },
         Resource {
             file: paths::k8s::POD_METRICS,
             api: ApiResource::from_gvk_with_plural(&metrics, "pods"),
             namespaced: true,
             redact: false,
+            optional: true,
         },
     ]
 }
@@ -357,6 +367,11 @@ pub(crate) async fn collect(
                 Some(reason) => ctx.part(resource.file, reason.status(), n, None),
                 None => ctx.part(resource.file, SourceStatus::Ok, n, None),
             },
+            Err(e) if resource.optional && e.status() == SourceStatus::Unsupported => {
+                let why = format!("not served by this cluster: {}", one_line(&e));
+                tracing::info!(stage = "list", resource = resource.file, "{why}");
+                ctx.part(resource.file, SourceStatus::Skipped, 0, Some(why));
+            }
             Err(e) => {
                 tracing::warn!(stage = "list", resource = resource.file, error_type = status_name(e.status()), error = %one_line(&e), "list failed");
                 ctx.part(resource.file, e.status(), 0, Some(render_chain(&e)));

@@ -175,7 +175,8 @@ fn lists_logs_and_redactions_from_a_mock_cluster() {
         &["--max-log-bytes", "100B"],
         &[("KUBECONFIG", config.to_str().unwrap())],
     );
-    // Nodes are forbidden and PodMetrics not served: the source is partial.
+    // Nodes are forbidden: the source is partial. PodMetrics not being served is no
+    // failure of the collection.
     assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
 
     let header: BundleHeader = serde_json::from_value(run.json("sitrep.json")).unwrap();
@@ -210,7 +211,13 @@ fn lists_logs_and_redactions_from_a_mock_cluster() {
         "{nodes_error}"
     );
     assert!(nodes_error.contains("nodes is forbidden"), "{nodes_error}");
-    assert_eq!(part("podmetrics").status, SourceStatus::Unsupported);
+    assert_eq!(part("podmetrics").status, SourceStatus::Skipped);
+    assert!(
+        part("podmetrics")
+            .error
+            .unwrap()
+            .starts_with("not served by this cluster")
+    );
     // ingest-a: migrate, app, app.previous; ingest-b: app (its init container is still
     // waiting to start, which is no failure).
     assert_eq!(
