@@ -1,5 +1,6 @@
 //! Runs the real `sitrep-analyze` binary on bundles built by the tests.
 
 mod archive;
+mod demo_bundle;
 mod incident;
 mod support;
