@@ -68,11 +68,11 @@ pub(crate) fn read_response(
         let values = result.get("values").and_then(Value::as_array);
         for (at, pair) in values.into_iter().flatten().enumerate() {
             match point(pair) {
-                Some(point) => points.push(point),
-                None => problems.push(field_problem(
+                Ok(point) => points.push(point),
+                Err(why) => problems.push(field_problem(
                     path,
                     &format!("data.result[{index}].values[{at}]"),
-                    "not a [time, \"value\"] pair",
+                    why,
                 )),
             }
         }
@@ -90,11 +90,25 @@ fn field_problem(path: &str, field: &str, message: &str) -> Problem {
     }
 }
 
-fn point(pair: &Value) -> Option<(i64, f64)> {
-    let pair = pair.as_array()?;
-    let seconds = pair.first()?.as_f64()?;
-    let value = parse_sample(pair.get(1)?.as_str()?)?;
-    Some(((seconds * 1000.0).round() as i64, value))
+fn point(pair: &Value) -> Result<(i64, f64), &'static str> {
+    const NOT_A_PAIR: &str = "not a [time, \"value\"] pair";
+    let pair = pair.as_array().ok_or(NOT_A_PAIR)?;
+    let seconds = pair.first().and_then(Value::as_f64).ok_or(NOT_A_PAIR)?;
+    let value = pair
+        .get(1)
+        .and_then(Value::as_str)
+        .and_then(parse_sample)
+        .ok_or(NOT_A_PAIR)?;
+    // A float cast to i64 saturates, and the minute arithmetic on a saturated time
+    // overflows; a time no date can hold is refused here instead.
+    let ms = (seconds * 1000.0).round();
+    let representable = ms.is_finite()
+        && ms.abs() < 1e17
+        && chrono::DateTime::from_timestamp_millis(ms as i64).is_some();
+    if !representable {
+        return Err("time is outside the dates this analyzer can represent");
+    }
+    Ok((ms as i64, value))
 }
 
 /// Parses a Prometheus sample value as the API renders it.

@@ -227,3 +227,47 @@ fn entries_over_the_size_cap_are_skipped() {
             .all(|f| !matches!(f.detail, Detail::TimeoutBurst(_)))
     );
 }
+
+#[test]
+fn a_sample_time_no_calendar_holds_is_a_problem_not_a_crash() {
+    let dir = tempdir();
+    let working_set = serde_json::json!({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"namespace": "shop", "pod": "ingest-5d8f-abcde", "container": "ingest"},
+         "values": [[-1e300, "1"], [1e300, "1"], [f64::MAX, "1"]]}
+    ]}});
+    let bundle = incident()
+        .without("prometheus/memory_working_set.json")
+        .json("prometheus/memory_working_set.json", &working_set)
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let report = run.report();
+    let fields: Vec<(&str, Option<&str>, &str)> = report
+        .problems
+        .iter()
+        .map(|p| (p.file.as_str(), p.field.as_deref(), p.message.as_str()))
+        .collect();
+    let out_of_range = "time is outside the dates this analyzer can represent";
+    assert_eq!(
+        fields,
+        [
+            (
+                "prometheus/memory_working_set.json",
+                Some("data.result[0].values[0]"),
+                out_of_range
+            ),
+            (
+                "prometheus/memory_working_set.json",
+                Some("data.result[0].values[1]"),
+                out_of_range
+            ),
+            (
+                "prometheus/memory_working_set.json",
+                Some("data.result[0].values[2]"),
+                out_of_range
+            ),
+        ]
+    );
+    find(&report, "rollout_regression/shop/checkout/4");
+    find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
+}
