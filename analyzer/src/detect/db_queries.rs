@@ -326,9 +326,7 @@ fn neo4j_finding(tx: &Neo4jTx, next: String) -> Finding {
             tx.elapsed_seconds,
             short(&tx.query)
         ),
-        start: Some(
-            tx.sample_ts - chrono::Duration::milliseconds((tx.elapsed_seconds * 1000.0) as i64),
-        ),
+        start: Some(tx.started()),
         end: Some(tx.sample_ts),
         subject: Subject {
             target: Some(tx.target.clone()),

@@ -70,6 +70,15 @@ fn transaction(path: &str, target: &str, row: &Value) -> Result<Neo4jTx, &'stati
     } else {
         return Err("transactionId");
     };
+    let duration_field = match listing {
+        Neo4jListing::ShowTransactions => "elapsedTime",
+        Neo4jListing::ListQueries => "elapsedTimeMillis",
+    };
+    // The detectors place a transaction at `sample_ts - elapsed`; a duration longer than
+    // any date can go back (or NaN) has no start, so the row is refused here.
+    if start_of(sample_ts, elapsed_seconds).is_none() {
+        return Err(duration_field);
+    }
     Ok(Neo4jTx {
         target: target.to_owned(),
         file: path.to_owned(),
@@ -82,6 +91,21 @@ fn transaction(path: &str, target: &str, row: &Value) -> Result<Neo4jTx, &'stati
         user: text("username"),
         database: text("database").or_else(|| text("currentQueryDatabase")),
     })
+}
+
+impl Neo4jTx {
+    /// When the transaction started, by the clock of the sample that saw it.
+    pub(crate) fn started(&self) -> DateTime<Utc> {
+        start_of(self.sample_ts, self.elapsed_seconds).unwrap_or(self.sample_ts)
+    }
+}
+
+fn start_of(sample_ts: DateTime<Utc>, elapsed_seconds: f64) -> Option<DateTime<Utc>> {
+    let ms = (elapsed_seconds * 1000.0).round();
+    if !ms.is_finite() || ms.abs() >= 1e17 {
+        return None;
+    }
+    sample_ts.checked_sub_signed(chrono::TimeDelta::try_milliseconds(ms as i64)?)
 }
 
 /// A duration as Neo4j may hand it over: an ISO-8601 string, a number of milliseconds,

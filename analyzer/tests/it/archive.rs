@@ -271,3 +271,38 @@ fn a_sample_time_no_calendar_holds_is_a_problem_not_a_crash() {
     find(&report, "rollout_regression/shop/checkout/4");
     find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
 }
+
+#[test]
+fn a_neo4j_duration_longer_than_any_calendar_is_a_problem_not_a_crash() {
+    let dir = tempdir();
+    let endless = serde_json::json!({"sample": 1, "sample_ts": "2026-12-04T14:00:01Z",
+        "transactionId": "neo4j-transaction-43", "currentQuery": "MATCH (n) RETURN n",
+        "elapsedTime": "P9999999999Y", "status": "Running"});
+    let bundle = incident()
+        .replace_line(
+            "neo4j/127.0.0.1-7474/transactions.ndjson",
+            2,
+            &endless.to_string(),
+        )
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let report = run.report();
+    let places: Vec<(&str, Option<u64>, Option<&str>)> = report
+        .problems
+        .iter()
+        .map(|p| (p.file.as_str(), p.line, p.field.as_deref()))
+        .collect();
+    assert_eq!(
+        places,
+        [(
+            "neo4j/127.0.0.1-7474/transactions.ndjson",
+            Some(2),
+            Some("elapsedTime")
+        )]
+    );
+    find(
+        &report,
+        "slow_query/neo4j/127.0.0.1-7474/neo4j-transaction-42",
+    );
+}
