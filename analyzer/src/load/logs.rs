@@ -17,7 +17,7 @@ use polars::prelude::*;
 use sitrep_schemas::report::Problem;
 
 use super::k8s::PodContainer;
-use super::{millis, minute_of, parse_time};
+use super::{millis, minute_of, parse_time, read_line_capped};
 use crate::bundle::problem;
 use crate::detect::timeouts::Lexicon;
 
@@ -26,6 +26,10 @@ use crate::detect::timeouts::Lexicon;
 const EXAMPLES_PER_MINUTE: usize = 1;
 /// Example lines are cut to this many characters.
 const EXAMPLE_CHARS: usize = 300;
+/// Bytes of a line that are classified; the rest is skipped unread into memory, so a
+/// line with no newline in it costs this much, not the entry's size. The kubelet splits
+/// lines at 16 KiB, so only a line written around it is ever cut.
+const LINE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Example {
@@ -76,8 +80,7 @@ impl LogFile {
         let mut kept: BTreeMap<(&'static str, i64), usize> = BTreeMap::new();
         let mut buffer = Vec::new();
         loop {
-            buffer.clear();
-            match reader.read_until(b'\n', &mut buffer) {
+            match read_line_capped(reader, &mut buffer, LINE_BYTES) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(error) => {

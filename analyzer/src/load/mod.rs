@@ -12,7 +12,7 @@ pub(crate) mod neo4j;
 pub(crate) mod postgres;
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{self, BufRead};
 
 use chrono::{DateTime, Utc};
 use polars::prelude::DataFrame;
@@ -173,6 +173,12 @@ fn parse_entry(
     }
 }
 
+/// Longest NDJSON line parsed. A Kubernetes object is bounded by etcd's request size
+/// (1.5 MiB by default) and a `pg_stat_activity` query text by `track_activity_query_size`
+/// (at most 1 MiB), so a longer line is damage; reading it whole would let a single line
+/// cost as much memory as the entry cap allows.
+pub(crate) const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+
 /// Reads one JSON value a line, each with its line number; each bad line is a problem
 /// with its number.
 pub(crate) fn ndjson<T: serde::de::DeserializeOwned>(
@@ -181,28 +187,70 @@ pub(crate) fn ndjson<T: serde::de::DeserializeOwned>(
     problems: &mut Vec<Problem>,
 ) -> Vec<(u64, T)> {
     let mut rows = Vec::new();
-    let mut line = String::new();
+    // Bytes, not a `String`: one byte that is not UTF-8 must cost its line, not the rest
+    // of the entry, and `from_slice` names where in the line it is.
+    let mut line = Vec::new();
     let mut number = 0u64;
     loop {
-        line.clear();
-        match reader.read_line(&mut line) {
+        let length = match read_line_capped(reader, &mut line, MAX_RECORD_BYTES) {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(length) => length,
             Err(error) => {
                 problems.push(problem(path, format!("cannot read entry: {error}")));
                 break;
             }
-        }
+        };
         number += 1;
-        if line.trim().is_empty() {
+        if length > line.len() {
+            problems.push(line_problem(
+                path,
+                number,
+                None,
+                format!("line is {length} bytes, more than the {MAX_RECORD_BYTES} a record may have; skipped"),
+            ));
             continue;
         }
-        match serde_json::from_str::<T>(&line) {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<T>(&line) {
             Ok(row) => rows.push((number, row)),
             Err(error) => problems.push(line_problem(path, number, None, error.to_string())),
         }
     }
     rows
+}
+
+/// Reads one line, `\n` included, into `line`, keeping at most its first `cap` bytes and
+/// skipping the rest. Returns the line's whole length, 0 at the end of the input.
+pub(crate) fn read_line_capped(
+    reader: &mut dyn BufRead,
+    line: &mut Vec<u8>,
+    cap: usize,
+) -> io::Result<usize> {
+    line.clear();
+    let mut length = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(length);
+        }
+        let (used, ends) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        let room = cap.saturating_sub(line.len());
+        line.extend_from_slice(&available[..used.min(room)]);
+        reader.consume(used);
+        length += used;
+        if ends {
+            return Ok(length);
+        }
+    }
 }
 
 pub(crate) fn json_document<T: serde::de::DeserializeOwned>(
@@ -246,4 +294,28 @@ pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
 /// Start of the minute holding `ms`.
 pub(crate) fn minute_of(ms: i64) -> i64 {
     ms.div_euclid(60_000) * 60_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capped_line_keeps_its_start_and_reports_its_whole_length() {
+        let mut input = io::BufReader::with_capacity(4, &b"abcdefgh\nij\nk"[..]);
+        let mut line = Vec::new();
+        let lengths: Vec<(usize, Vec<u8>)> = std::iter::from_fn(|| {
+            let length = read_line_capped(&mut input, &mut line, 3).unwrap();
+            (length > 0).then(|| (length, line.clone()))
+        })
+        .collect();
+        assert_eq!(
+            lengths,
+            [
+                (9, b"abc".to_vec()),
+                (3, b"ij\n".to_vec()),
+                (1, b"k".to_vec())
+            ]
+        );
+    }
 }

@@ -306,3 +306,54 @@ fn a_neo4j_duration_longer_than_any_calendar_is_a_problem_not_a_crash() {
         "slow_query/neo4j/127.0.0.1-7474/neo4j-transaction-42",
     );
 }
+
+#[test]
+fn a_byte_that_is_not_utf8_costs_its_line_only() {
+    let dir = tempdir();
+    let bundle = incident()
+        .edit_bytes("k8s/pods.ndjson", |data| {
+            // Inside the first pod's name, on line 1 of 3.
+            let at = data.windows(6).position(|w| w == b"ingest").unwrap();
+            data[at] = 0xff;
+        })
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let report = run.report();
+    assert_eq!(
+        problem_places(&report).into_iter().collect::<Vec<_>>(),
+        [("k8s/pods.ndjson".to_owned(), Some(1))]
+    );
+    // Lines 2 and 3 are still read: the orders pod names the burst's service.
+    find(&report, "timeout_burst/shop/orders/20261204T1352Z");
+}
+
+#[test]
+fn a_record_line_longer_than_any_object_is_skipped_unread() {
+    let dir = tempdir();
+    let huge = format!(
+        "{{\"kind\": \"Pod\", \"metadata\": {{\"name\": \"{}\"}}}}",
+        "p".repeat(17 * 1024 * 1024)
+    );
+    let bundle = incident()
+        .replace_line("k8s/pods.ndjson", 2, &huge)
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let report = run.report();
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    let problem = &report.problems[0];
+    assert_eq!(
+        (problem.file.as_str(), problem.line),
+        ("k8s/pods.ndjson", Some(2))
+    );
+    assert_eq!(
+        problem.message,
+        format!(
+            "cannot parse line: line is {} bytes, more than the 16777216 a record may have; skipped",
+            huge.len() + 1
+        )
+    );
+    find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
+    find(&report, "timeout_burst/shop/orders/20261204T1352Z");
+}

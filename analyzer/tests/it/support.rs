@@ -139,6 +139,13 @@ impl BundleBuilder {
         self
     }
 
+    /// Rewrites the bytes of an existing entry (for bytes no `&str` can hold).
+    pub(crate) fn edit_bytes(mut self, path: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let entry = self.entries.iter_mut().find(|e| e.path == path).unwrap();
+        edit(&mut entry.data);
+        self
+    }
+
     pub(crate) fn without_manifest(mut self) -> Self {
         self.manifest = false;
         self
