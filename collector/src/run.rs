@@ -104,6 +104,13 @@ impl SourceContext {
         self.progress.update(state.parts.len(), state.items);
     }
 
+    /// Records `name` as cut short by the stop that is in effect, if any.
+    pub(crate) fn stopped_part(&self, name: &str) {
+        if let Some(reason) = self.stop.reason() {
+            self.part(name, reason.status(), 0, None);
+        }
+    }
+
     pub(crate) fn add_items(&self, n: u64) {
         let mut state = self.lock();
         state.items += n;

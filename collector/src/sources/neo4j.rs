@@ -252,7 +252,16 @@ pub(crate) async fn collect(
 ) -> Result<(), Failure> {
     let client = super::http_client().map_err(|e| Neo4jError::Client(e).failure())?;
 
-    let (version, edition) = match run_statement(&client, &target, COMPONENTS).await {
+    // The first request is bounded by the stop too: a server that takes the connection
+    // and never answers would otherwise hold the source until the grace runs out.
+    let Some(components) = ctx
+        .until_stopped(run_statement(&client, &target, COMPONENTS))
+        .await
+    else {
+        ctx.stopped_part("server");
+        return Ok(());
+    };
+    let (version, edition) = match components {
         Ok(rows) => {
             ctx.part("server", SourceStatus::Ok, rows.len() as u64, None);
             let kernel = rows

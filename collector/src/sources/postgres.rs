@@ -283,9 +283,20 @@ pub(crate) async fn collect(
         .copied()
         .unwrap_or(Duration::from_secs(10));
 
+    // A server that accepts TCP and never speaks would otherwise hold the source past
+    // its deadline until the grace runs out.
     let connect = config.connect(tokio_postgres::NoTls);
-    let (client, connection) = tokio::time::timeout(limit + Duration::from_secs(1), connect)
+    let Some(connected) = ctx
+        .until_stopped(tokio::time::timeout(
+            limit + Duration::from_secs(1),
+            connect,
+        ))
         .await
+    else {
+        ctx.stopped_part("server");
+        return Ok(());
+    };
+    let (client, connection) = connected
         .map_err(|_| {
             PostgresError::ConnectTimeout {
                 target: target.display.clone(),
@@ -319,11 +330,18 @@ async fn sample(
     ctx: &SourceContext,
 ) -> Result<(), PostgresError> {
     // Timestamps render in UTC, and a wedged catalog cannot hold a sample forever.
-    client
-        .batch_execute("SET TIME ZONE 'UTC'; SET statement_timeout = '15s'")
-        .await
-        .map_err(PostgresError::Server)?;
-    let server = describe(client, target, sampling).await?;
+    let setup = async {
+        client
+            .batch_execute("SET TIME ZONE 'UTC'; SET statement_timeout = '15s'")
+            .await
+            .map_err(PostgresError::Server)?;
+        describe(client, target, sampling).await
+    };
+    let Some(server) = ctx.until_stopped(setup).await else {
+        ctx.stopped_part("server");
+        return Ok(());
+    };
+    let server = server?;
     ctx.part("server", SourceStatus::Ok, 1, None);
     if server.version_num < MIN_VERSION_NUM {
         return Err(PostgresError::TooOld(server.version_num));
@@ -333,11 +351,15 @@ async fn sample(
         .await
         .map_err(PostgresError::Store)?;
 
-    let activity_stmt = client
-        .prepare(ACTIVITY)
-        .await
-        .map_err(PostgresError::Sample)?;
-    let locks_stmt = client.prepare(LOCKS).await.map_err(PostgresError::Sample)?;
+    let prepare = async {
+        let activity = client.prepare(ACTIVITY).await?;
+        let locks = client.prepare(LOCKS).await?;
+        Ok((activity, locks))
+    };
+    let Some(prepared) = ctx.until_stopped(prepare).await else {
+        return Ok(());
+    };
+    let (activity_stmt, locks_stmt) = prepared.map_err(PostgresError::Sample)?;
     let mut activity = Spool::new().map_err(PostgresError::Spool)?;
     let mut locks = Spool::new().map_err(PostgresError::Spool)?;
     for sample in 1..=sampling.samples {

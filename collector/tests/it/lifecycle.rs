@@ -163,3 +163,60 @@ fn gzip_bundles_open_with_gzip() {
         .collect();
     assert_eq!(names, ["sitrep.json", "manifest.json"]);
 }
+
+#[test]
+fn a_stop_ends_connecting_and_the_first_request_without_the_grace() {
+    // Neo4j takes the connection and never answers its first statement; this PostgreSQL
+    // accepts TCP and never starts the protocol. Both used to keep running until the
+    // grace after the deadline ran out.
+    let neo = MockServer::start(|_| {
+        std::thread::sleep(Duration::from_secs(120));
+        Response::text(500, "too late")
+    });
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pg_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let neo_url = neo.url();
+    let pg = format!("db=host=127.0.0.1 port={pg_port} user=app dbname=shop");
+    let started = std::time::Instant::now();
+    let run = collect(
+        &[
+            "--no-kubernetes",
+            "--neo4j-url",
+            &neo_url,
+            "--postgres",
+            &pg,
+            "--source-timeout",
+            "2s",
+        ],
+        &[],
+    );
+    let took = started.elapsed();
+
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    for name in [
+        format!("neo4j/127.0.0.1-{}", neo.port),
+        "postgres/db".to_owned(),
+    ] {
+        let source = run.source(&name);
+        assert_eq!(source.status, SourceStatus::Timeout, "{name}");
+        assert!(
+            source.duration_ms < 2_500,
+            "{name}: {} ms",
+            source.duration_ms
+        );
+        let server = source.parts.iter().find(|p| p.name == "server");
+        assert_eq!(
+            server.map(|p| p.status),
+            Some(SourceStatus::Timeout),
+            "{name}: {:?}",
+            source.parts
+        );
+    }
+    assert!(took < Duration::from_millis(4_000), "took {took:?}");
+}
