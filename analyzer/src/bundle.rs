@@ -5,7 +5,7 @@
 //! loader parses it. The manifest arrives last, so entries that fail verification are
 //! dropped from the loader after the fact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -131,6 +131,7 @@ impl BundleReader {
         let mut problems = Vec::new();
         let mut manifest = None;
         let mut hashed: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -146,6 +147,15 @@ impl BundleReader {
             let Some(name) = self.admit(&entry, &mut problems) else {
                 continue;
             };
+            // The collector writes each name once. A later copy would replace what was
+            // parsed from the first, which is the one the manifest's checksum describes.
+            if !seen.insert(name.clone()) {
+                problems.push(problem(
+                    &name,
+                    "a second entry with this name was ignored; the first is kept".into(),
+                ));
+                continue;
+            }
             if name == paths::MANIFEST {
                 match self.read_manifest(entry) {
                     Ok(parsed) => manifest = Some(parsed),

@@ -357,3 +357,27 @@ fn a_record_line_longer_than_any_object_is_skipped_unread() {
     find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
     find(&report, "timeout_burst/shop/orders/20261204T1352Z");
 }
+
+#[test]
+fn a_second_entry_of_the_same_name_cannot_replace_the_first() {
+    let dir = tempdir();
+    let bundle = incident()
+        .unlisted("k8s/pods.ndjson", b"")
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let report = run.report();
+    let problems: Vec<(&str, &str)> = report
+        .problems
+        .iter()
+        .map(|p| (p.file.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        problems,
+        [(
+            "k8s/pods.ndjson",
+            "a second entry with this name was ignored; the first is kept"
+        )]
+    );
+    find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
+}
