@@ -45,6 +45,8 @@ pub(crate) enum BundleError {
         #[source]
         source: io::Error,
     },
+    #[error("`{}` already exists; a bundle never replaces a file (choose another --output)", path.display())]
+    Exists { path: PathBuf },
     #[error("cannot write entry `{path}`")]
     Entry {
         path: String,
@@ -348,6 +350,13 @@ impl BundleWriter {
             dir: dir.clone(),
             source,
         };
+        // Checked before anything is collected, so a taken path costs no collection;
+        // the final rename refuses to replace too, for a file that appears meanwhile.
+        if output.symlink_metadata().is_ok() {
+            return Err(BundleError::Exists {
+                path: output.to_path_buf(),
+            });
+        }
         let temp = tempfile::Builder::new()
             .prefix(&format!("{file_name}.tmp"))
             .tempfile_in(&dir)
@@ -528,10 +537,11 @@ impl Archive {
         let encoder = self.tar.into_inner().map_err(BundleError::Finish)?;
         let file = encoder.finish().map_err(BundleError::Finish)?;
         file.sync_all().map_err(BundleError::Finish)?;
-        temp.persist(target).map_err(|e| BundleError::Persist {
-            path: target.to_path_buf(),
-            source: e.error,
-        })?;
+        temp.persist_noclobber(target)
+            .map_err(|e| BundleError::Persist {
+                path: target.to_path_buf(),
+                source: e.error,
+            })?;
         Ok(manifest)
     }
 }

@@ -25,7 +25,8 @@ pub(crate) struct Cli {
     #[arg(long, requires = "start", value_name = "RFC3339")]
     pub(crate) end: Option<DateTime<Utc>>,
 
-    /// Bundle path; default ./sitrep-<context or "local">-<UTC time>.tar.zst.
+    /// Bundle path; default ./sitrep-<context or "local">-<UTC time>.tar.zst. An existing
+    /// file is never replaced.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "zstd")]

@@ -220,3 +220,40 @@ fn a_stop_ends_connecting_and_the_first_request_without_the_grace() {
     }
     assert!(took < Duration::from_millis(4_000), "took {took:?}");
 }
+
+#[test]
+fn an_existing_output_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = dir.path().join("earlier.tar.zst");
+    std::fs::write(&taken, b"an earlier bundle").unwrap();
+    let run = |output: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sitrep-collect"))
+            .env_clear()
+            .env("HOME", dir.path())
+            .args(["--no-kubernetes", "-o"])
+            .arg(output)
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&taken);
+    assert_eq!(out.status.code(), Some(exit::COLLECT_FAILED));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("error: `{}` already exists", taken.display())),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read(&taken).unwrap(), b"an earlier bundle");
+
+    // A directory is refused before anything is collected, not at the final rename.
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(exit::COLLECT_FAILED));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["earlier.tar.zst"], "no temp file stays behind");
+}
