@@ -135,6 +135,18 @@ pub(crate) fn default_output(
     ))
 }
 
+/// Parses a range-query step: whole seconds, at least one. The query log records steps
+/// in seconds, and Prometheus refuses a zero step only after the run has started.
+pub(crate) fn parse_step(text: &str) -> Result<Duration, String> {
+    let step = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if step < Duration::from_secs(1) || step.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{text}` is not a whole number of seconds of at least 1s"
+        ));
+    }
+    Ok(step)
+}
+
 /// Parses a byte size such as `8MiB`, `512KiB`, `1G` or `4096`; units are powers of 1024
 /// for `KiB/MiB/GiB` and the short `K/M/G`, and of 1000 for `KB/MB/GB`.
 pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -187,6 +199,17 @@ mod tests {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert!(parse_bytes("8 parsecs").is_err());
         assert!(parse_bytes("MiB").is_err());
+    }
+
+    #[test]
+    fn steps_are_whole_seconds_of_at_least_one() {
+        assert_eq!(parse_step("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_step("1m 30s"), Ok(Duration::from_secs(90)));
+        for bad in ["0s", "500ms", "1s 500ms", "soon"] {
+            assert!(parse_step(bad).is_err(), "{bad}");
+        }
+        let err = Cli::try_parse_from(["x", "--step", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("--step"), "{err}");
     }
 
     #[test]

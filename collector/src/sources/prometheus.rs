@@ -32,8 +32,8 @@ pub(crate) struct PrometheusArgs {
     )]
     pub(crate) url: Option<String>,
     /// Resolution of every range query. Windows longer than 11,000 steps are split into
-    /// several requests, each stored in its own file.
-    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    /// several requests, each stored in its own file. Whole seconds, at least 1s.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = crate::config::parse_step)]
     pub(crate) step: Duration,
     /// The label that names a service in the HTTP request metrics.
     #[arg(long, default_value = "service", value_name = "LABEL")]
