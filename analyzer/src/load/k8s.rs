@@ -410,6 +410,164 @@ fn events(core: &[Value], v1: &[Value]) -> Vec<EventRow> {
     out
 }
 
+/// What a field the analyzer reads must hold.
+#[derive(Debug, Clone, Copy)]
+enum Expected {
+    Text,
+    Integer,
+    Bool,
+    Time,
+    /// A string holding an integer, as annotations hold revisions.
+    IntegerText,
+}
+
+impl Expected {
+    fn holds(self, value: &Value) -> bool {
+        match self {
+            Expected::Text => value.is_string(),
+            Expected::Integer => value.is_i64(),
+            Expected::Bool => value.is_boolean(),
+            Expected::Time => value.as_str().and_then(parse_time).is_some(),
+            Expected::IntegerText => value.as_str().is_some_and(|t| t.parse::<i64>().is_ok()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Expected::Text => "a string",
+            Expected::Integer => "an integer",
+            Expected::Bool => "a boolean",
+            Expected::Time => "an RFC 3339 time",
+            Expected::IntegerText => "a string holding an integer",
+        }
+    }
+}
+
+/// The fields of one object that the analyzer reads but that hold the wrong type, as
+/// `(field, message)`. Reading skips such a field as if it were absent, which would
+/// quietly change a finding (no restart count, a rollout timed by its creation instead
+/// of its scale-up); this says so. `null` is absence, never wrong.
+pub(crate) fn field_problems(resource: &str, object: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut check = |field: String, value: Option<&Value>, expected: Expected| {
+        if let Some(value) = value.filter(|v| !v.is_null())
+            && !expected.holds(value)
+        {
+            let mut found = value.to_string();
+            if found.len() > 60 {
+                let cut = (0..=60)
+                    .rev()
+                    .find(|&i| found.is_char_boundary(i))
+                    .unwrap_or(0);
+                found.truncate(cut);
+                found.push('…');
+            }
+            out.push((
+                field,
+                format!(
+                    "expected {}, found {found}; the field is ignored",
+                    expected.name()
+                ),
+            ));
+        }
+    };
+    check(
+        "metadata.name".into(),
+        object.pointer("/metadata/name"),
+        Expected::Text,
+    );
+    check(
+        "metadata.namespace".into(),
+        object.pointer("/metadata/namespace"),
+        Expected::Text,
+    );
+    check(
+        "metadata.creationTimestamp".into(),
+        object.pointer("/metadata/creationTimestamp"),
+        Expected::Time,
+    );
+    match resource {
+        "pods" => {
+            check(
+                "spec.nodeName".into(),
+                object.pointer("/spec/nodeName"),
+                Expected::Text,
+            );
+            for list in ["initContainerStatuses", "containerStatuses"] {
+                let statuses = object
+                    .pointer(&format!("/status/{list}"))
+                    .and_then(Value::as_array);
+                for (index, status) in statuses.into_iter().flatten().enumerate() {
+                    let at = format!("status.{list}[{index}]");
+                    check(format!("{at}.name"), status.get("name"), Expected::Text);
+                    check(
+                        format!("{at}.restartCount"),
+                        status.get("restartCount"),
+                        Expected::Integer,
+                    );
+                    check(format!("{at}.ready"), status.get("ready"), Expected::Bool);
+                    for state in ["state", "lastState"] {
+                        let Some(terminated) = status.pointer(&format!("/{state}/terminated"))
+                        else {
+                            continue;
+                        };
+                        let at = format!("{at}.{state}.terminated");
+                        check(
+                            format!("{at}.reason"),
+                            terminated.get("reason"),
+                            Expected::Text,
+                        );
+                        check(
+                            format!("{at}.exitCode"),
+                            terminated.get("exitCode"),
+                            Expected::Integer,
+                        );
+                        check(
+                            format!("{at}.finishedAt"),
+                            terminated.get("finishedAt"),
+                            Expected::Time,
+                        );
+                    }
+                }
+            }
+        }
+        "replicasets" => check(
+            format!("metadata.annotations.{REVISION_ANNOTATION}"),
+            object
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(REVISION_ANNOTATION)),
+            Expected::IntegerText,
+        ),
+        "events" => {
+            for field in ["firstTimestamp", "lastTimestamp", "eventTime"] {
+                check(field.into(), object.get(field), Expected::Time);
+            }
+            check("count".into(), object.get("count"), Expected::Integer);
+        }
+        "events.k8s.io" => {
+            for field in [
+                "eventTime",
+                "deprecatedFirstTimestamp",
+                "deprecatedLastTimestamp",
+            ] {
+                check(field.into(), object.get(field), Expected::Time);
+            }
+            check(
+                "series.count".into(),
+                object.pointer("/series/count"),
+                Expected::Integer,
+            );
+            check(
+                "deprecatedCount".into(),
+                object.get("deprecatedCount"),
+                Expected::Integer,
+            );
+        }
+        _ => {}
+    }
+    out
+}
+
 /// Parses a Kubernetes memory quantity (`256Mi`, `1G`, `134217728`, `1.5Gi`) into bytes.
 pub(crate) fn quantity_bytes(quantity: &str) -> Option<u64> {
     let quantity = quantity.trim();

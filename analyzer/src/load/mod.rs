@@ -136,7 +136,12 @@ fn parse_entry(
             Some(resource) => {
                 let items = ndjson::<serde_json::Value>(path, reader, problems)
                     .into_iter()
-                    .map(|(_, item)| item)
+                    .map(|(number, item)| {
+                        for (field, message) in k8s::field_problems(resource, &item) {
+                            problems.push(field_problem(path, number, &field, message));
+                        }
+                        item
+                    })
                     .collect();
                 Parsed::K8s(resource.to_owned(), items)
             }
@@ -273,6 +278,16 @@ pub(crate) fn line_problem(path: &str, line: u64, field: Option<&str>, message: 
         line: Some(line),
         field: field.map(str::to_owned),
         message: format!("cannot parse line: {message}"),
+    }
+}
+
+/// A field of a line that parsed but holds something unusable.
+fn field_problem(path: &str, line: u64, field: &str, message: String) -> Problem {
+    Problem {
+        file: path.to_owned(),
+        line: Some(line),
+        field: Some(field.to_owned()),
+        message,
     }
 }
 

@@ -381,3 +381,62 @@ fn a_second_entry_of_the_same_name_cannot_replace_the_first() {
     );
     find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
 }
+
+#[test]
+fn a_kubernetes_field_of_the_wrong_type_is_named_and_the_object_still_read() {
+    let dir = tempdir();
+    let replace = |from: &'static str, to: &'static str| {
+        move |data: &mut Vec<u8>| {
+            let text = String::from_utf8(data.clone()).unwrap();
+            assert!(text.contains(from), "{from}");
+            *data = text.replacen(from, to, 1).into_bytes();
+        }
+    };
+    let bundle = incident()
+        .edit_bytes(
+            "k8s/pods.ndjson",
+            replace("\"restartCount\":3", "\"restartCount\":\"3\""),
+        )
+        .edit_bytes(
+            "k8s/events.ndjson",
+            replace(
+                "\"firstTimestamp\":\"2026-12-04T12:20:00Z\"",
+                "\"firstTimestamp\":\"12/04/2026 12:20\"",
+            ),
+        )
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let report = run.report();
+    let problems: Vec<(&str, Option<u64>, Option<&str>, &str)> = report
+        .problems
+        .iter()
+        .map(|p| {
+            (
+                p.file.as_str(),
+                p.line,
+                p.field.as_deref(),
+                p.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "k8s/pods.ndjson",
+                Some(1),
+                Some("status.containerStatuses[0].restartCount"),
+                "expected an integer, found \"3\"; the field is ignored"
+            ),
+            (
+                "k8s/events.ndjson",
+                Some(3),
+                Some("firstTimestamp"),
+                "expected an RFC 3339 time, found \"12/04/2026 12:20\"; the field is ignored"
+            ),
+        ]
+    );
+    // The rest of the pod is still read: its OOM kill is found.
+    find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
+}
