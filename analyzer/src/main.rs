@@ -110,13 +110,14 @@ impl Cli {
         }
     }
 
-    fn color(&self) -> bool {
+    /// Whether to colour what goes to a stream: `--color` first, then NO_COLOR, then
+    /// whether that stream is a terminal.
+    fn color(&self, terminal: bool) -> bool {
         match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                    && std::io::stdout().is_terminal()
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && terminal
             }
         }
     }
@@ -126,6 +127,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // The subscriber colours by default even into a pipe or a file.
+        .with_ansi(cli.color(std::io::stderr().is_terminal()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -207,7 +210,9 @@ fn run(cli: &Cli) -> Result<i32, RunError> {
         Format::Text => report::text::write(
             &mut stdout,
             &report,
-            report::text::Style { color: cli.color() },
+            report::text::Style {
+                color: cli.color(std::io::stdout().is_terminal()),
+            },
         ),
     }
     .and_then(|()| stdout.flush())

@@ -440,3 +440,21 @@ fn a_kubernetes_field_of_the_wrong_type_is_named_and_the_object_still_read() {
     // The rest of the pod is still read: its OOM kill is found.
     find(&report, "oom/shop/ingest-5d8f-abcde/ingest");
 }
+
+#[test]
+fn warnings_on_stderr_are_coloured_only_for_a_terminal() {
+    let dir = tempdir();
+    let bundle = incident()
+        .unlisted("logs/../../etc/x.log", b"x\n")
+        .write(dir.path(), Compression::Zstd);
+    for args in [&[][..], &["--color", "never"][..]] {
+        let run = analyze(&bundle, args);
+        assert_eq!(run.code, 2);
+        assert!(
+            run.stderr.contains("part of the bundle could not be read"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains('\x1b'), "{args:?}: {:?}", run.stderr);
+    }
+}
