@@ -391,6 +391,12 @@ async fn sample(
                 tracing::warn!(stage = "sample", error_type = status_name(e.status()), error = %one_line(&e), sample, "sample round failed");
                 ctx.part(&part, e.status(), 0, Some(render_chain(&e)));
                 if client.is_closed() {
+                    // The rounds that will not be taken stay in the manifest, so a
+                    // reader sees how many were asked for and why they are missing.
+                    let why = format!("not taken: the connection was lost in {part}");
+                    for later in sample + 1..=sampling.samples {
+                        ctx.part(&format!("sample-{later}"), e.status(), 0, Some(why.clone()));
+                    }
                     break;
                 }
             }

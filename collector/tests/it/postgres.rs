@@ -5,7 +5,7 @@ use sitrep_schemas::manifest::SourceStatus;
 use sitrep_schemas::records::{PgActivityRow, PgServer};
 use sitrep_testkit::postgres::{self as testpg, Postgres};
 
-use crate::common::{collect, contains};
+use crate::common::{Started, collect, contains};
 
 async fn connect(conninfo: &str, app: &str) -> tokio_postgres::Client {
     let conninfo = format!("{conninfo} application_name={app}");
@@ -220,4 +220,82 @@ async fn pg_environment_variables_make_a_target() {
     let name = format!("postgres/127.0.0.1-{}-postgres", server.port());
     assert_eq!(run.source(&name).status, SourceStatus::Ok);
     assert!(!contains(&run.all_bytes(), testpg::PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rounds_left_after_a_lost_connection_are_recorded_as_not_taken() {
+    let server = Postgres::start().expect("PostgreSQL starts");
+    let conninfo = server.conninfo("postgres");
+    let admin = connect(&conninfo, "it-admin").await;
+    let target = format!("db={conninfo}");
+    let started = Started::new(
+        &[
+            "--postgres",
+            &target,
+            "--samples",
+            "6",
+            "--sample-interval",
+            "1s",
+        ],
+        &[],
+    );
+
+    // End the collector's backend between its second and third rounds (a second apart),
+    // as a restart or a kill would.
+    let mut connected = false;
+    for _ in 0..400 {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sitrep-collect'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) > 0 {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(connected, "the collector never connected");
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'sitrep-collect'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let run = tokio::task::spawn_blocking(move || started.wait())
+        .await
+        .unwrap();
+
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let source = run.source("postgres/db");
+    let names: Vec<&str> = source.parts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "server", "sample-1", "sample-2", "sample-3", "sample-4", "sample-5", "sample-6"
+        ],
+        "every planned round is in the manifest"
+    );
+    let lost = source
+        .parts
+        .iter()
+        .position(|p| p.status != SourceStatus::Ok)
+        .expect("a round failed");
+    for part in &source.parts[lost + 1..] {
+        assert_eq!(part.status, SourceStatus::Unreachable, "{}", part.name);
+        let error = part.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with(&format!(
+                "not taken: the connection was lost in {}",
+                source.parts[lost].name
+            )),
+            "{}: {error}",
+            part.name
+        );
+    }
 }
