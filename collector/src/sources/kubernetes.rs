@@ -329,6 +329,9 @@ fn list_path(api: &ApiResource, namespace: Option<&str>) -> String {
     }
 }
 
+/// The error of a part that a stop kept from being asked for.
+const STOPPED_FIRST: &str = "not tried: the source was stopped first";
+
 /// One container whose logs are fetched.
 #[derive(Debug, Clone)]
 struct LogJob {
@@ -355,6 +358,17 @@ pub(crate) async fn collect(
     let mut jobs = Vec::new();
     let mut given_up: Option<(SourceStatus, &'static str)> = None;
     for resource in resources() {
+        // Every resource stays in the manifest, so a reader can tell "not listed because
+        // of the stop" from "never asked for".
+        if let Some(reason) = ctx.stop().reason() {
+            ctx.part(
+                resource.file,
+                reason.status(),
+                0,
+                Some(STOPPED_FIRST.to_owned()),
+            );
+            continue;
+        }
         if let Some((status, first)) = given_up {
             let why = format!("not tried: listing {first} already failed the same way");
             ctx.part(resource.file, status, 0, Some(why));
@@ -380,9 +394,10 @@ pub(crate) async fn collect(
                 }
             }
         }
-        if ctx.stop().reason().is_some() {
-            return Ok(());
-        }
+    }
+    if let Some(reason) = ctx.stop().reason() {
+        ctx.part("logs", reason.status(), 0, Some(STOPPED_FIRST.to_owned()));
+        return Ok(());
     }
     if !jobs.is_empty() {
         collect_logs(&client, jobs, window, target.max_log_bytes, &ctx).await;

@@ -405,3 +405,51 @@ fn a_hanging_log_keeps_the_lists_and_times_out_the_logs() {
     assert_eq!(run.ndjson("k8s/pods.ndjson").len(), 2);
     assert!(!run.entries().iter().any(|(p, _, _)| p.starts_with("logs/")));
 }
+
+#[test]
+fn a_stop_during_the_lists_records_every_part_not_listed() {
+    // ReplicaSets never answer: the deadline falls in the second list.
+    let server = MockServer::start(|req| {
+        if req.path.ends_with("/replicasets") {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+        }
+        api(req)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), server.port);
+    let run = collect(
+        &[
+            "--kubeconfig",
+            config.to_str().unwrap(),
+            "--source-timeout",
+            "2s",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let source = run.source("kubernetes");
+    assert_eq!(source.status, SourceStatus::Timeout);
+    let parts: Vec<(&str, SourceStatus)> = source
+        .parts
+        .iter()
+        .map(|p| (p.name.as_str(), p.status))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            ("deployments", SourceStatus::Ok),
+            ("replicasets", SourceStatus::Timeout),
+            ("pods", SourceStatus::Timeout),
+            ("events", SourceStatus::Timeout),
+            ("events.k8s.io", SourceStatus::Timeout),
+            ("nodes", SourceStatus::Timeout),
+            ("podmetrics", SourceStatus::Timeout),
+            ("logs", SourceStatus::Timeout),
+        ]
+    );
+    let pods = source.parts.iter().find(|p| p.name == "pods").unwrap();
+    assert_eq!(
+        pods.error.as_deref(),
+        Some("not tried: the source was stopped first")
+    );
+}
