@@ -20,6 +20,7 @@ use sitrep_schemas::{ToolInfo, exit};
 use crate::bundle::BundleReader;
 use crate::detect::Thresholds;
 use crate::load::Loader;
+use crate::report::text::printable;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
@@ -139,10 +140,12 @@ fn main() -> ExitCode {
         Ok(code) => exit_code(code),
         Err(error) => {
             let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "error: {error}");
+            // Causes quote the bundle's bytes (a tar header field, say), so they are made
+            // printable like everything else taken from it.
+            let _ = writeln!(stderr, "error: {}", printable(&error.to_string()));
             let mut cause = std::error::Error::source(&error);
             while let Some(inner) = cause {
-                let _ = writeln!(stderr, "  Caused by: {inner}");
+                let _ = writeln!(stderr, "  Caused by: {}", printable(&inner.to_string()));
                 cause = inner.source();
             }
             exit_code(exit::ANALYZE_ERROR)
@@ -171,7 +174,7 @@ fn run(cli: &Cli) -> Result<i32, RunError> {
     let mut problems = contents.problems;
     let tables = loader.finish(&mut problems);
     for problem in &problems {
-        tracing::warn!(stage = "load", error_type = "problem", file = %problem.file, line = ?problem.line, error = %problem.message, "part of the bundle could not be read");
+        tracing::warn!(stage = "load", error_type = "problem", file = %printable(&problem.file), line = ?problem.line, error = %printable(&problem.message), "part of the bundle could not be read");
     }
 
     let header = &contents.header;

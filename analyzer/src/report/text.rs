@@ -3,6 +3,7 @@
 //!
 //! Identifiers are in backticks so the report reads the same without colour.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use sitrep_schemas::report::{Detail, Finding, Report, Severity};
@@ -42,7 +43,48 @@ impl Style {
 
 const INDENT: &str = "          ";
 
+/// `text` with its control characters escaped (`\u{1b}`), and line breaks and tabs as
+/// spaces. Names, labels, queries and log lines come from the bundle: printed as they
+/// are, a hostile one could clear the terminal, retitle it or forge report lines.
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The report with every string made printable. Going through its JSON form reaches
+/// every string field, including those added later, without listing them here.
+fn printable_report(report: &Report) -> Report {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => {
+                if let Cow::Owned(clean) = printable(text) {
+                    *text = clean;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            serde_json::Value::Object(map) => map.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(report) else {
+        return report.clone();
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or_else(|_| report.clone())
+}
+
 pub(crate) fn write(out: &mut dyn Write, report: &Report, style: Style) -> io::Result<()> {
+    let report = &printable_report(report);
     let bundle = &report.bundle;
     writeln!(
         out,

@@ -458,3 +458,30 @@ fn warnings_on_stderr_are_coloured_only_for_a_terminal() {
         assert!(!run.stderr.contains('\x1b'), "{args:?}: {:?}", run.stderr);
     }
 }
+
+#[test]
+fn control_characters_from_the_bundle_never_reach_the_terminal() {
+    let dir = tempdir();
+    // Clears the screen and sets the window title, were it printed as it is.
+    let name = "logs/\x1b[2J\x1b]0;owned\x07.log";
+    let bundle = incident()
+        .unlisted(name, b"x\n")
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--color", "never"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stdout
+            .contains("`logs/\\u{1b}[2J\\u{1b}]0;owned\\u{7}.log`: entry is not listed in the manifest; skipped"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('\x1b') && !run.stdout.contains('\x07'));
+    assert!(
+        !run.stderr.contains('\x1b') && !run.stderr.contains('\x07'),
+        "{:?}",
+        run.stderr
+    );
+    // JSON escapes them by its own rules and keeps the name exact.
+    let report = analyze(&bundle, &["--format", "json"]).report();
+    assert_eq!(report.problems[0].file, name);
+}
