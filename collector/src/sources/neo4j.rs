@@ -23,6 +23,8 @@ pub(crate) struct Neo4jArgs {
         id = "neo4j_url",
         long = "neo4j-url",
         env = "NEO4J_URI",
+        // A URL may carry a password in its userinfo; --help must not print it.
+        hide_env_values = true,
         value_name = "URL"
     )]
     pub(crate) url: Option<String>,

@@ -28,6 +28,8 @@ pub(crate) struct PrometheusArgs {
         id = "prometheus_url",
         long = "prometheus-url",
         env = "PROMETHEUS_URL",
+        // A URL may carry a password in its userinfo; --help must not print it.
+        hide_env_values = true,
         value_name = "URL"
     )]
     pub(crate) url: Option<String>,

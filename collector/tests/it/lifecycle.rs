@@ -257,3 +257,20 @@ fn an_existing_output_is_never_replaced() {
         .collect();
     assert_eq!(left, ["earlier.tar.zst"], "no temp file stays behind");
 }
+
+#[test]
+fn help_never_shows_urls_from_the_environment() {
+    // Both URLs may carry a password in their userinfo.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitrep-collect"))
+        .env_clear()
+        .env("PROMETHEUS_URL", "http://u:invented-prom-pw@127.0.0.1:9")
+        .env("NEO4J_URI", "http://u:invented-neo-pw@127.0.0.1:9")
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit::COLLECT_OK));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[env: PROMETHEUS_URL]"), "{help}");
+    assert!(help.contains("[env: NEO4J_URI]"), "{help}");
+    assert!(!help.contains("invented"), "{help}");
+}
