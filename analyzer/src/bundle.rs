@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use sitrep_schemas::header::BundleHeader;
@@ -25,20 +25,13 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Why a bundle could not be read at all.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BundleError {
-    #[error("cannot open bundle `{path}`")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("bundle `{path}` is neither zstd nor gzip compressed")]
-    UnknownCompression { path: PathBuf },
-    #[error("cannot start decompressing bundle `{path}`")]
-    Decoder {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The caller's headline names the bundle, so these do not repeat its path.
+    #[error("cannot open the file")]
+    Open(#[source] io::Error),
+    #[error("the file is neither zstd nor gzip compressed")]
+    UnknownCompression,
+    #[error("cannot start decompressing")]
+    Decoder(#[source] io::Error),
     #[error("cannot read the archive")]
     Archive {
         #[source]
@@ -88,28 +81,15 @@ impl BundleReader {
         path: &Path,
         sink: &mut dyn EntrySink,
     ) -> Result<BundleContents, BundleError> {
-        let file = File::open(path).map_err(|source| BundleError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = File::open(path).map_err(BundleError::Open)?;
         let mut input = BufReader::new(file);
-        let magic = input.fill_buf().map_err(|source| BundleError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let magic = input.fill_buf().map_err(BundleError::Open)?;
         let decoder: Box<dyn Read> = if magic.starts_with(&ZSTD_MAGIC) {
-            let decoder =
-                zstd::Decoder::with_buffer(input).map_err(|source| BundleError::Decoder {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            Box::new(decoder)
+            Box::new(zstd::Decoder::with_buffer(input).map_err(BundleError::Decoder)?)
         } else if magic.starts_with(&GZIP_MAGIC) {
             Box::new(flate2::bufread::GzDecoder::new(input))
         } else {
-            return Err(BundleError::UnknownCompression {
-                path: path.to_owned(),
-            });
+            return Err(BundleError::UnknownCompression);
         };
         self.read_archive(tar::Archive::new(decoder), sink)
     }

@@ -160,8 +160,12 @@ fn exit_code(code: i32) -> ExitCode {
 /// Why the analyzer stopped without a report.
 #[derive(Debug, thiserror::Error)]
 enum RunError {
-    #[error("cannot read bundle")]
-    Bundle(#[source] bundle::BundleError),
+    #[error("cannot read bundle `{}`", path.display())]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: bundle::BundleError,
+    },
     #[error("cannot write the report")]
     Output(#[source] std::io::Error),
 }
@@ -170,7 +174,10 @@ fn run(cli: &Cli) -> Result<i32, RunError> {
     let mut loader = Loader::new(detect::timeouts::Lexicon::default());
     let contents = BundleReader::new(cli.max_entry_bytes)
         .read(&cli.bundle, &mut loader)
-        .map_err(RunError::Bundle)?;
+        .map_err(|source| RunError::Bundle {
+            path: cli.bundle.clone(),
+            source,
+        })?;
     let mut problems = contents.problems;
     let tables = loader.finish(&mut problems);
     for problem in &problems {

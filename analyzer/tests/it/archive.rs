@@ -485,3 +485,24 @@ fn control_characters_from_the_bundle_never_reach_the_terminal() {
     let report = analyze(&bundle, &["--format", "json"]).report();
     assert_eq!(report.problems[0].file, name);
 }
+
+#[test]
+fn a_bundle_cut_before_its_header_is_named_in_the_error() {
+    let dir = tempdir();
+    let path = incident().write(dir.path(), Compression::Zstd);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..100]).unwrap();
+    let run = analyze(&path, &[]);
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stdout, "");
+    let headline = run.stderr.lines().next().unwrap();
+    assert_eq!(
+        headline,
+        format!("error: cannot read bundle `{}`", path.display())
+    );
+    assert!(
+        run.stderr.contains("Caused by: cannot read the archive"),
+        "{}",
+        run.stderr
+    );
+}
