@@ -56,6 +56,12 @@ pub(crate) struct Neo4jArgs {
     pub(crate) database: String,
 }
 
+/// Most bytes of one answer held in memory: a round is parsed whole, and an endless
+/// answer would otherwise grow until the process dies with the whole bundle unwritten.
+const ANSWER_LIMIT: usize = 64 * 1024 * 1024;
+/// Most bytes of an error answer read to find its Neo4j error code.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 const COMPONENTS: &str = "CALL dbms.components() YIELD name, versions, edition";
 const SHOW_TRANSACTIONS: &str = "SHOW TRANSACTIONS YIELD *";
 const LIST_QUERIES: &str = "CALL dbms.listQueries()";
@@ -77,7 +83,9 @@ pub(crate) enum Neo4jError {
     #[error("Neo4j answered HTTP {status}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     Http { status: u16, detail: Option<String> },
     #[error("the answer is not a transactional endpoint response")]
-    Parse(#[source] reqwest::Error),
+    Parse(#[source] serde_json::Error),
+    #[error("the answer is larger than {} MiB and was not read further", .0 / (1024 * 1024))]
+    TooLarge(usize),
     #[error("Neo4j refused the statement: {code}: {message}")]
     Statement { code: String, message: String },
     #[error("neither `SHOW TRANSACTIONS` nor `dbms.listQueries()` answered")]
@@ -96,6 +104,7 @@ impl Classify for Neo4jError {
             Neo4jError::Request(e) => super::transport_status(e),
             Neo4jError::Http { status, .. } => super::http_status(*status),
             Neo4jError::Parse(_) => SourceStatus::Malformed,
+            Neo4jError::TooLarge(_) => SourceStatus::OverBudget,
             Neo4jError::Statement { code, .. } if code.contains("Security") => {
                 SourceStatus::Forbidden
             }
@@ -230,20 +239,36 @@ async fn run_statement(
     let status = response.status().as_u16();
     if status != 200 && status != 201 {
         // The error body of a 401 names the Neo4j error code; keep it, it is no secret.
-        let detail = response
-            .json::<TxResponse>()
+        let detail = read_capped(response.bytes_stream(), ERROR_BODY_LIMIT)
             .await
             .ok()
+            .and_then(|body| serde_json::from_slice::<TxResponse>(&body).ok())
             .and_then(|r| r.errors.into_iter().next())
             .map(|e| format!("{}: {}", e.code, e.message));
         return Err(Neo4jError::Http { status, detail });
     }
-    rows_of(
-        response
-            .json::<TxResponse>()
-            .await
-            .map_err(Neo4jError::Parse)?,
-    )
+    let body = read_capped(response.bytes_stream(), ANSWER_LIMIT).await?;
+    rows_of(serde_json::from_slice::<TxResponse>(&body).map_err(Neo4jError::Parse)?)
+}
+
+/// Reads a body whole, refusing one longer than `limit` as soon as it grows past it.
+async fn read_capped<B: AsRef<[u8]>>(
+    chunks: impl futures::Stream<Item = reqwest::Result<B>>,
+    limit: usize,
+) -> Result<Vec<u8>, Neo4jError> {
+    use futures::StreamExt as _;
+
+    let mut chunks = std::pin::pin!(chunks);
+    let mut body = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| Neo4jError::Request(e.without_url()))?;
+        let chunk = chunk.as_ref();
+        if body.len() + chunk.len() > limit {
+            return Err(Neo4jError::TooLarge(limit));
+        }
+        body.extend_from_slice(chunk);
+    }
+    Ok(body)
 }
 
 /// Reads the version, then samples the running transactions.
@@ -428,6 +453,14 @@ mod tests {
         let flag = Neo4jTarget::from_args(&args(Some("admin")), "http://127.0.0.1").unwrap();
         assert_eq!(flag.name, "127.0.0.1-80");
         assert_eq!(flag.user.as_deref(), Some("admin"));
+    }
+
+    #[tokio::test]
+    async fn bodies_past_the_cap_are_refused_as_over_budget() {
+        let chunks = |n: usize| futures::stream::iter((0..n).map(|_| Ok(vec![b'x'; 10])));
+        assert_eq!(read_capped(chunks(3), 30).await.unwrap().len(), 30);
+        let e = read_capped(chunks(4), 30).await.unwrap_err();
+        assert_eq!(e.status(), SourceStatus::OverBudget);
     }
 
     #[test]

@@ -229,3 +229,38 @@ fn an_unreachable_neo4j_leaves_the_rest_collected() {
     assert_eq!(neo.status, SourceStatus::Unreachable);
     assert_eq!(run.source("prometheus").status, SourceStatus::Ok);
 }
+
+#[test]
+fn an_answer_over_the_size_cap_is_over_budget_not_read_whole() {
+    // One round is parsed whole, so an endless or enormous answer would otherwise take
+    // memory until the process dies, and the whole bundle with it.
+    let huge = "x".repeat(65 * 1024 * 1024);
+    let server = MockServer::start(move |req| {
+        let stmt = statement(req);
+        if stmt.starts_with("CALL dbms.components()") {
+            return Response::json(200, components("5.26.0"));
+        }
+        Response::json(
+            200,
+            result(
+                &["transactionId", "currentQuery"],
+                vec![json!(["tx-1", huge])],
+            ),
+        )
+    });
+    let url = server.url();
+    let run = collect(
+        &["--no-kubernetes", "--neo4j-url", &url, "--samples", "1"],
+        &[],
+    );
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let source = run.source(&format!("neo4j/127.0.0.1-{}", server.port));
+    assert_eq!(
+        source.status,
+        SourceStatus::OverBudget,
+        "{:?}",
+        source.error
+    );
+    let error = source.error.unwrap_or_default();
+    assert!(error.contains("larger than 64 MiB"), "{error}");
+}
