@@ -200,11 +200,17 @@ impl BundleReader {
             ));
             return None;
         };
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            // `tar -cf` of an extracted bundle writes one per folder; it holds no data and
+            // nothing is ever extracted, so there is nothing to refuse.
+            tracing::debug!(stage = "read", path = %name, "directory entry ignored");
+            return None;
+        }
         if let Err(why) = paths::check_entry_path(&name) {
             problems.push(problem(&name, format!("{why}; entry skipped")));
             return None;
         }
-        let kind = entry.header().entry_type();
         if !kind.is_file() {
             problems.push(problem(
                 &name,

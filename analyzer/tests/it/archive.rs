@@ -506,3 +506,18 @@ fn a_bundle_cut_before_its_header_is_named_in_the_error() {
         run.stderr
     );
 }
+
+#[test]
+fn directory_entries_of_a_repacked_bundle_are_no_problem() {
+    let dir = tempdir();
+    // `tar --zstd -cf` of an extracted bundle writes a directory entry per folder.
+    let bundle = incident()
+        .directory("k8s/")
+        .directory("logs/")
+        .directory("logs/shop/")
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    let report = run.report();
+    assert_eq!(report.problems, []);
+    assert_eq!(run.code, 1);
+}

@@ -119,6 +119,18 @@ impl BundleBuilder {
         self
     }
 
+    /// A directory entry, as `tar -cf` writes for each folder it packs.
+    pub(crate) fn directory(mut self, path: &str) -> Self {
+        self.entries.push(Entry {
+            path: path.to_owned(),
+            data: Vec::new(),
+            listed: false,
+            sha256: None,
+            kind: tar::EntryType::Directory,
+        });
+        self
+    }
+
     /// Makes the manifest claim a different checksum for `path`.
     pub(crate) fn wrong_checksum(mut self, path: &str) -> Self {
         let entry = self.entries.iter_mut().find(|e| e.path == path).unwrap();
