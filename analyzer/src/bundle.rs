@@ -149,10 +149,12 @@ impl BundleReader {
             }
             let mut capped = CappedHasher::new(entry, self.max_entry_bytes);
             let mut buffered = BufReader::new(&mut capped);
-            problems.extend(sink.entry(&name, &mut buffered));
+            let parse_problems = sink.entry(&name, &mut buffered);
             // The hash must cover the whole entry even when the parser stopped early.
             let drained = io::copy(&mut buffered, &mut io::sink());
             drop(buffered);
+            // An entry dropped whole is one problem; what its parser said about it (the
+            // same read error, lines that are discarded anyway) would only repeat it.
             if capped.over_cap {
                 sink.discard(&name);
                 problems.push(problem(
@@ -169,11 +171,12 @@ impl BundleReader {
                 problems.push(problem(&name, format!("cannot read entry: {error}")));
                 continue;
             }
+            problems.extend(parse_problems);
             hashed.insert(name, (capped.hex_digest(), capped.read));
         }
 
         match &manifest {
-            Some(manifest) => verify(manifest, &hashed, sink, &mut problems),
+            Some(manifest) => verify(manifest, &hashed, &seen, sink, &mut problems),
             None => problems.push(problem(
                 paths::MANIFEST,
                 "manifest is missing; no entry could be verified".into(),
@@ -255,9 +258,12 @@ impl BundleReader {
     }
 }
 
+/// Checks the hashed entries against the manifest; `seen` are all the entries read,
+/// including those already skipped with a problem of their own.
 fn verify(
     manifest: &Manifest,
     hashed: &BTreeMap<String, (String, u64)>,
+    seen: &BTreeSet<String>,
     sink: &mut dyn EntrySink,
     problems: &mut Vec<Problem>,
 ) {
@@ -299,7 +305,7 @@ fn verify(
         }
     }
     for record in &manifest.files {
-        if !hashed.contains_key(&record.path) {
+        if !seen.contains(&record.path) {
             problems.push(problem(
                 &record.path,
                 "listed in the manifest but missing from the archive".into(),

@@ -521,3 +521,21 @@ fn directory_entries_of_a_repacked_bundle_are_no_problem() {
     assert_eq!(report.problems, []);
     assert_eq!(run.code, 1);
 }
+
+#[test]
+fn an_entry_over_the_cap_is_one_problem() {
+    let dir = tempdir();
+    let bundle = incident().write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json", "--max-entry-bytes", "12000"]);
+    let report = run.report();
+    let about_orders: Vec<&str> = report
+        .problems
+        .iter()
+        .filter(|p| p.file == "logs/shop/orders-7c4d-fghij/orders.log")
+        .map(|p| p.message.as_str())
+        .collect();
+    assert_eq!(
+        about_orders,
+        ["entry is larger than the cap of 12000 bytes; skipped"]
+    );
+}
