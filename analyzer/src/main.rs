@@ -55,11 +55,11 @@ struct Cli {
     color: ColorChoice,
 
     /// Minutes compared before and after each rollout, at most (shortened to the data).
-    #[arg(long, default_value_t = 30, value_name = "MINUTES")]
+    #[arg(long, default_value_t = 30, value_name = "MINUTES", value_parser = clap::value_parser!(i64).range(1..=MAX_MINUTES))]
     rollout_window: i64,
 
     /// Minutes after a rollout left out of the comparison while new pods warm up.
-    #[arg(long, default_value_t = 5, value_name = "MINUTES")]
+    #[arg(long, default_value_t = 5, value_name = "MINUTES", value_parser = clap::value_parser!(i64).range(0..=MAX_MINUTES))]
     warmup: i64,
 
     /// Fewest per-minute points on each side of a rollout before anything is claimed.
@@ -67,32 +67,54 @@ struct Cli {
     min_points: usize,
 
     /// Significance level of the latency and error tests.
-    #[arg(long, default_value_t = 0.01, value_name = "P")]
+    #[arg(long, default_value_t = 0.01, value_name = "P", value_parser = probability)]
     p_value: f64,
 
     /// Smallest p99 ratio (after / before) that counts as a regression.
-    #[arg(long, default_value_t = 1.2, value_name = "RATIO")]
+    #[arg(long, default_value_t = 1.2, value_name = "RATIO", value_parser = finite_number)]
     min_latency_ratio: f64,
 
     /// Smallest rise of the 5xx ratio, in percentage points, that counts as a regression.
-    #[arg(long, default_value_t = 1.0, value_name = "POINTS")]
+    #[arg(long, default_value_t = 1.0, value_name = "POINTS", value_parser = finite_number)]
     min_error_rise: f64,
 
     /// Fewest timeouts in one minute that can make a burst.
-    #[arg(long, default_value_t = 5.0, value_name = "N")]
+    #[arg(long, default_value_t = 5.0, value_name = "N", value_parser = finite_number)]
     burst_min_count: f64,
 
     /// How many robust deviations above a service's usual rate a burst minute must be.
-    #[arg(long, default_value_t = 3.0, value_name = "K")]
+    #[arg(long, default_value_t = 3.0, value_name = "K", value_parser = finite_number)]
     burst_k: f64,
 
     /// Queries, idle transactions and Neo4j transactions older than this are reported.
-    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS", value_parser = finite_number)]
     slow_query_seconds: f64,
 
     /// Largest decompressed size read from one bundle entry (a guard against bombs).
     #[arg(long, default_value_t = bundle::DEFAULT_MAX_ENTRY_BYTES, value_name = "BYTES")]
     max_entry_bytes: u64,
+}
+
+/// Largest window or warm-up in minutes: a year, far past any collection window, and
+/// small enough that the detectors' millisecond arithmetic cannot overflow.
+const MAX_MINUTES: i64 = 366 * 24 * 60;
+
+/// A threshold compared with measured values. NaN or an infinity would compare false
+/// (or true) with everything and silently switch a detector off.
+fn finite_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        Ok(_) => Err("must be a finite number, zero or more".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= 1.0 => Ok(value),
+        Ok(_) => Err("must be above 0 and at most 1".into()),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 impl Cli {

@@ -539,3 +539,29 @@ fn an_entry_over_the_cap_is_one_problem() {
         ["entry is larger than the cap of 12000 bytes; skipped"]
     );
 }
+
+#[test]
+fn thresholds_that_would_overflow_or_compare_with_nothing_are_refused() {
+    let dir = tempdir();
+    let bundle = incident().write(dir.path(), Compression::Zstd);
+    for (flag, value) in [
+        ("--rollout-window", "9223372036854775807"),
+        ("--warmup", "9223372036854775807"),
+        ("--rollout-window", "0"),
+        ("--p-value", "NaN"),
+        ("--p-value", "2"),
+        ("--burst-k", "inf"),
+        ("--min-latency-ratio", "NaN"),
+        ("--slow-query-seconds", "inf"),
+    ] {
+        let run = analyze(&bundle, &[flag, value]);
+        assert_eq!(run.code, 2, "{flag} {value}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: invalid value '{value}' for '{flag}")),
+            "{flag} {value}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "");
+    }
+}
