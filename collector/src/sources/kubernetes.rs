@@ -50,6 +50,9 @@ pub(crate) struct KubernetesArgs {
 const LOG_CONCURRENCY: usize = 4;
 /// Objects per List page.
 const PAGE_SIZE: u32 = 500;
+/// Most bytes of one List page held in memory: a page is parsed whole, and an endless
+/// answer would otherwise grow until the process dies with the whole bundle unwritten.
+const PAGE_LIMIT: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KubernetesError {
@@ -75,6 +78,12 @@ pub(crate) enum KubernetesError {
         namespace: Option<String>,
         #[source]
         source: kube::Error,
+    },
+    #[error("a page of {resource}{} is larger than {} MiB and was not read further", namespace.as_deref().map(|n| format!(" in `{n}`")).unwrap_or_default(), .limit / (1024 * 1024))]
+    PageTooLarge {
+        resource: &'static str,
+        namespace: Option<String>,
+        limit: usize,
     },
     #[error("cannot read the log of `{namespace}/{pod}` container `{container}`")]
     Log {
@@ -104,6 +113,7 @@ impl Classify for KubernetesError {
                 kube_status(source)
             }
             KubernetesError::LogRead { .. } => SourceStatus::Unreachable,
+            KubernetesError::PageTooLarge { .. } => SourceStatus::OverBudget,
             _ => SourceStatus::Failed,
         }
     }
@@ -440,10 +450,21 @@ async fn list_resource(
             let request = kube::core::Request::new(&path)
                 .list(&params)
                 .map_err(|e| list_err(kube::Error::BuildRequest(e)))?;
-            let Some(page) = ctx.until_stopped(client.request::<Value>(request)).await else {
+            let fetch = async { read_page(client.request_stream(request).await?).await };
+            let Some(page) = ctx.until_stopped(fetch).await else {
                 break;
             };
-            let mut page = page.map_err(list_err)?;
+            let mut page = match page {
+                Ok(Some(page)) => page,
+                Ok(None) => {
+                    return Err(KubernetesError::PageTooLarge {
+                        resource: resource.file,
+                        namespace: scope.clone(),
+                        limit: PAGE_LIMIT,
+                    });
+                }
+                Err(e) => return Err(list_err(e)),
+            };
             token = page
                 .pointer("/metadata/continue")
                 .and_then(Value::as_str)
@@ -575,6 +596,29 @@ async fn collect_logs(
 
 /// Fetches one log into a tail-keeping spool. `Ok(false)` means there is no such log
 /// (no previous instance, or a container that has not started).
+/// One List page, parsed; `None` when it is longer than `PAGE_LIMIT`.
+async fn read_page(stream: impl futures::AsyncRead) -> Result<Option<Value>, kube::Error> {
+    let mut stream = std::pin::pin!(stream);
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(kube::Error::ReadEvents)?;
+        if n == 0 {
+            break;
+        }
+        if body.len() + n > PAGE_LIMIT {
+            return Ok(None);
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(kube::Error::SerdeError)
+}
+
 async fn fetch_log(
     client: &kube::Client,
     job: &LogJob,

@@ -453,3 +453,31 @@ fn a_stop_during_the_lists_records_every_part_not_listed() {
         Some("not tried: the source was stopped first")
     );
 }
+
+#[test]
+fn a_list_page_over_the_size_cap_is_over_budget_and_the_rest_is_listed() {
+    // A page is parsed whole, so an endless or enormous one would otherwise take memory
+    // until the process dies, and the whole bundle with it.
+    let huge = "x".repeat(65 * 1024 * 1024);
+    let server = MockServer::start(move |req| {
+        if req.path == "/apis/apps/v1/namespaces/shop/deployments" {
+            let item = json!({"metadata": {"name": "big", "namespace": "shop",
+                "annotations": {"note": huge}}});
+            return Response::json(200, list("Deployment", vec![item], None));
+        }
+        api(req)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), server.port);
+    let run = collect(&["--kubeconfig", config.to_str().unwrap()], &[]);
+    assert_eq!(run.code, exit::COLLECT_PARTIAL, "{}", run.stderr);
+    let source = run.source("kubernetes");
+    assert_eq!(source.status, SourceStatus::Partial);
+    let part = |name: &str| source.parts.iter().find(|p| p.name == name).unwrap();
+    let deployments = part("deployments");
+    assert_eq!(deployments.status, SourceStatus::OverBudget);
+    let error = deployments.error.as_deref().unwrap_or_default();
+    assert!(error.contains("larger than 64 MiB"), "{error}");
+    assert_eq!(part("pods").status, SourceStatus::Ok);
+    assert_eq!(run.ndjson("k8s/pods.ndjson").len(), 2);
+}
