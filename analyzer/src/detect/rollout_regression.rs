@@ -215,20 +215,28 @@ fn compare(
                 n_after: after.len() as u32,
             }
         });
-    let errors = (before_requests > 0.0 && after_requests > 0.0).then(|| ErrorComparison {
-        before_ratio: before_errors / before_requests,
-        after_ratio: after_errors / after_requests,
-        before_errors,
-        before_requests,
-        after_errors,
-        after_requests,
-        p_value: super::stats::two_proportion_greater(
+    // 5xx responses are a subset of requests, and JSON has no infinity: counts that
+    // overflowed or that contradict each other (bad samples) are not compared.
+    let counts_hold = [before_errors, before_requests, after_errors, after_requests]
+        .iter()
+        .all(|c| c.is_finite() && *c >= 0.0)
+        && before_errors <= before_requests
+        && after_errors <= after_requests;
+    let errors =
+        (counts_hold && before_requests > 0.0 && after_requests > 0.0).then(|| ErrorComparison {
+            before_ratio: before_errors / before_requests,
+            after_ratio: after_errors / after_requests,
             before_errors,
             before_requests,
             after_errors,
             after_requests,
-        ),
-    });
+            p_value: super::stats::two_proportion_greater(
+                before_errors,
+                before_requests,
+                after_errors,
+                after_requests,
+            ),
+        });
 
     let latency_regressed = latency
         .as_ref()

@@ -796,3 +796,33 @@ fn without_buckets_the_p99_query_is_used() {
             .any(|r| r.ends_with("latency from `latency_p99`"))
     );
 }
+
+/// 5xx and request rates whose counts no report number can hold, or that contradict each
+/// other, leave the error side uncompared; the latency side still stands.
+#[test]
+fn request_counts_that_overflow_or_disagree_are_not_compared() {
+    for (requests, errors) in [
+        (
+            rate_series(1e306, 1e306, 20.0),
+            rate_series(1e304, 1e305, 0.1),
+        ),
+        // More 5xx responses than requests.
+        (rate_series(10.0, 10.0, 20.0), rate_series(0.05, 40.0, 0.1)),
+    ] {
+        let dir = tempdir();
+        let bundle = incident()
+            .without("prometheus/request_rate.json")
+            .without("prometheus/error_rate.json")
+            .json("prometheus/request_rate.json", &requests)
+            .json("prometheus/error_rate.json", &errors)
+            .write(dir.path(), Compression::Zstd);
+        // An infinite count used to be written as `null`, which no report can parse.
+        let report = analyze(&bundle, &["--format", "json"]).report();
+        let finding = find(&report, "rollout_regression/shop/checkout/4");
+        let Detail::RolloutRegression(rollout) = &finding.detail else {
+            panic!("{finding:?}");
+        };
+        assert_eq!(rollout.errors, None);
+        assert!(rollout.latency.is_some());
+    }
+}
