@@ -15,7 +15,7 @@ use crate::bundle::Compression;
 #[derive(Debug, Parser)]
 #[command(name = "sitrep-collect", version)]
 pub(crate) struct Cli {
-    /// How far back the window reaches from now.
+    /// How far back the window reaches from now, e.g. 90m or 3h; default 1h.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "start")]
     pub(crate) since: Option<Duration>,
     /// Window start (RFC 3339); instead of --since.
@@ -29,6 +29,7 @@ pub(crate) struct Cli {
     /// file is never replaced.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
+    /// How the bundle is compressed; the default name's extension follows it.
     #[arg(long, value_enum, default_value = "zstd")]
     pub(crate) compression: Compression,
 
@@ -199,6 +200,18 @@ mod tests {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert!(parse_bytes("8 parsecs").is_err());
         assert!(parse_bytes("MiB").is_err());
+    }
+
+    #[test]
+    fn every_flag_says_what_it_does() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let silent: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(silent.is_empty(), "flags without help: {silent:?}");
     }
 
     #[test]
