@@ -194,13 +194,19 @@ async fn collect(cli: Cli, progress: Progress) -> anyhow::Result<i32> {
             )),
         }
     }
-    let mut taken = BTreeMap::<String, u32>::new();
+    let mut taken = std::collections::BTreeSet::<String>::new();
     for mut target in pg_targets {
-        let seen = taken.entry(target.name.clone()).or_default();
-        *seen += 1;
-        if *seen > 1 {
-            target.name = format!("{}-{seen}", target.name);
+        // Named as its folder is, so the manifest's source names its files and two
+        // names that clean to the same folder are told apart; a suffix is taken only
+        // when no other target holds it already.
+        let base = sitrep_schemas::paths::segment(&target.name);
+        let mut name = base.clone();
+        let mut n = 1;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{base}-{n}");
         }
+        target.name = name;
         planned.push((
             format!("postgres/{}", target.name),
             Planned::Postgres(Box::new(target)),

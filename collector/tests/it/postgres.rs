@@ -299,3 +299,44 @@ async fn rounds_left_after_a_lost_connection_are_recorded_as_not_taken() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn target_names_that_clean_to_the_same_folder_do_not_collide() {
+    let server = Postgres::start().expect("PostgreSQL starts");
+    let conninfo = server.conninfo("postgres");
+    let (slashed, plain) = (format!("a/b={conninfo}"), format!("a_b={conninfo}"));
+    let suffixed = format!("a_b-2={conninfo}");
+    let run = tokio::task::spawn_blocking(move || {
+        let targets = [
+            "--postgres",
+            &slashed,
+            "--postgres",
+            &plain,
+            "--postgres",
+            &suffixed,
+        ];
+        collect(&[&targets[..], &["--samples", "1"]].concat(), &[])
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(run.code, exit::COLLECT_OK, "{}", run.stderr);
+    let names: Vec<String> = run
+        .manifest()
+        .sources
+        .into_iter()
+        .filter(|s| s.name.starts_with("postgres/"))
+        .map(|s| s.name)
+        .collect();
+    // The source name is the folder its files are in.
+    assert_eq!(
+        names,
+        ["postgres/a_b", "postgres/a_b-2", "postgres/a_b-2-2"]
+    );
+    let paths: Vec<String> = run.entries().into_iter().map(|(p, _, _)| p).collect();
+    let mut unique = paths.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), paths.len(), "duplicate entries: {paths:?}");
+    assert!(paths.contains(&"postgres/a_b-2/server.json".to_owned()));
+}
