@@ -157,7 +157,7 @@ impl Neo4jTarget {
         let url_password = parsed.password().map(str::to_owned);
         let display = super::without_userinfo(&parsed);
         Ok(Neo4jTarget {
-            name: format!("{host}-{port}"),
+            name: sitrep_schemas::paths::segment(&format!("{host}-{port}")),
             commit_url: format!("{display}/db/{}/tx/commit", args.database),
             display,
             user: args.user.clone().or(url_user),
@@ -450,6 +450,9 @@ mod tests {
         assert_eq!(t.user.as_deref(), Some("neo"));
         assert_eq!(t.password.as_deref(), Some("invented"));
         assert!(!format!("{t:?}").contains("invented"));
+        // The name is the bundle folder, so it holds only what a path segment may.
+        let v6 = Neo4jTarget::from_args(&args(None), "http://[::1]:7474").unwrap();
+        assert_eq!(v6.name, "___1_-7474");
         let flag = Neo4jTarget::from_args(&args(Some("admin")), "http://127.0.0.1").unwrap();
         assert_eq!(flag.name, "127.0.0.1-80");
         assert_eq!(flag.user.as_deref(), Some("admin"));
