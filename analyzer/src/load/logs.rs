@@ -79,6 +79,7 @@ impl LogFile {
         };
         let mut kept: BTreeMap<(&'static str, i64), usize> = BTreeMap::new();
         let mut buffer = Vec::new();
+        let mut first_untimed = None;
         loop {
             match read_line_capped(reader, &mut buffer, LINE_BYTES) {
                 Ok(0) => break,
@@ -108,10 +109,26 @@ impl LogFile {
             }
             log.lines += 1;
             match (ts, signature) {
-                (None, _) => log.untimed += 1,
+                (None, _) => {
+                    log.untimed += 1;
+                    first_untimed.get_or_insert(log.lines);
+                }
                 (Some(at), Some(signature)) => log.matches.push((millis(at), signature)),
                 (Some(_), None) => {}
             }
+        }
+        // The collector asks for `timestamps=true`, so every line the API server sends
+        // has one; a line without is an altered log, and it counts in no minute.
+        if let Some(line) = first_untimed {
+            problems.push(Problem {
+                file: path.to_owned(),
+                line: Some(line),
+                field: None,
+                message: format!(
+                    "{} of {} lines have no RFC 3339 timestamp (the first is this one); they are in no timeout count",
+                    log.untimed, log.lines
+                ),
+            });
         }
         Some(log)
     }
@@ -120,12 +137,11 @@ impl LogFile {
 /// Splits the API server's `timestamps=true` prefix from the message. A line whose first
 /// word is not an RFC 3339 time keeps all its text and has no time.
 pub(crate) fn split_timestamp(line: &str) -> (Option<DateTime<Utc>>, &str) {
-    if let Some((first, rest)) = line.split_once(' ')
-        && let Some(ts) = parse_time(first)
-    {
-        return (Some(ts), rest);
+    let (first, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match parse_time(first) {
+        Some(ts) => (Some(ts), rest),
+        None => (None, line),
     }
-    (None, line)
 }
 
 /// Builds `log_lines` from the matching lines. The service is the pod's `app` label, else
@@ -205,6 +221,8 @@ mod tests {
         assert_eq!(message, "hello world");
 
         assert_eq!(split_timestamp("no time here"), (None, "no time here"));
+        // An empty line written with `timestamps=true` is its time alone.
+        assert!(split_timestamp("2026-12-04T13:40:00Z").0.is_some());
         assert_eq!(split_timestamp("2026-13-99T00:00:00Z x").0, None);
     }
 }

@@ -228,7 +228,6 @@ fn orders_log() -> String {
             }
         }
     }
-    log.push_str("goroutine 1 [running]: context deadline exceeded (no timestamp, not counted)\n");
     log
 }
 
@@ -825,4 +824,37 @@ fn request_counts_that_overflow_or_disagree_are_not_compared() {
         assert_eq!(rollout.errors, None);
         assert!(rollout.latency.is_some());
     }
+}
+
+/// The collector asks for `timestamps=true`, so a line without one means the log was
+/// altered; it is named, left out of every count, and the rest of the log still counts.
+#[test]
+fn log_lines_without_a_timestamp_are_named_and_not_counted() {
+    let dir = tempdir();
+    let log = "logs/shop/orders-7c4d-fghij/orders.log";
+    let lines = orders_log().lines().count();
+    let bundle = incident()
+        .edit_bytes(log, |data| {
+            data.extend_from_slice(b"goroutine 1 [running]: context deadline exceeded\n");
+            data.extend_from_slice(b"2026/12/04 13:58:00 context deadline exceeded\n");
+        })
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2);
+    let report = run.report();
+    let problems: Vec<(&str, Option<u64>, &str)> = report
+        .problems
+        .iter()
+        .map(|p| (p.file.as_str(), p.line, p.message.as_str()))
+        .collect();
+    let message = format!(
+        "2 of {} lines have no RFC 3339 timestamp (the first is this one); they are in no timeout count",
+        lines + 2
+    );
+    assert_eq!(problems, [(log, Some(lines as u64 + 1), message.as_str())]);
+    let burst = find(&report, "timeout_burst/shop/orders/20261204T1352Z");
+    let Detail::TimeoutBurst(detail) = &burst.detail else {
+        panic!()
+    };
+    assert_eq!(detail.total, 85);
 }
