@@ -19,6 +19,11 @@ use sitrep_schemas::report::Problem;
 /// Default cap on the decompressed bytes of one entry.
 pub(crate) const DEFAULT_MAX_ENTRY_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Most bytes read past the archive's end to reach the end of the compressed stream,
+/// where zstd and gzip keep their checksums. tar pads an archive to 10 KiB records, so
+/// more than this is not padding, and is not read.
+const TRAILING_BYTES: u64 = 1024 * 1024;
+
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -112,6 +117,7 @@ impl BundleReader {
         let mut manifest = None;
         let mut hashed: BTreeMap<String, (String, u64)> = BTreeMap::new();
         let mut seen = BTreeSet::new();
+        let mut torn = false;
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -121,6 +127,7 @@ impl BundleReader {
                         "bundle",
                         format!("archive is corrupt after this point: {error}"),
                     ));
+                    torn = true;
                     break;
                 }
             };
@@ -173,6 +180,24 @@ impl BundleReader {
             }
             problems.extend(parse_problems);
             hashed.insert(name, (capped.hex_digest(), capped.read));
+        }
+
+        // tar stops at its end marker, before the compressed stream's own end: a cut
+        // checksum or bytes appended after the frame would otherwise go unnoticed, and
+        // the frame checksum is all that vouches for the manifest.
+        if !torn {
+            let mut rest = archive.into_inner().take(TRAILING_BYTES + 1);
+            match io::copy(&mut rest, &mut io::sink()) {
+                Ok(read) if read > TRAILING_BYTES => problems.push(problem(
+                    "bundle",
+                    format!("more than {TRAILING_BYTES} bytes follow the archive's end; not read"),
+                )),
+                Ok(_) => {}
+                Err(error) => problems.push(problem(
+                    "bundle",
+                    format!("the compressed stream is damaged after the archive's end: {error}"),
+                )),
+            }
         }
 
         match &manifest {

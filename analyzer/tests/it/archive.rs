@@ -565,3 +565,39 @@ fn thresholds_that_would_overflow_or_compare_with_nothing_are_refused() {
         assert_eq!(run.stdout, "");
     }
 }
+
+#[test]
+fn a_stream_damaged_past_the_archive_end_is_a_problem() {
+    // The gzip trailer (CRC and length) cut off, and bytes appended after a zstd frame:
+    // every entry reads, but the file is not what was written.
+    let cut_trailer = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).unwrap();
+        std::fs::write(path, &bytes[..bytes.len() - 4]).unwrap();
+    };
+    let append_junk = |path: &std::path::Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.extend_from_slice(b"not a zstd frame");
+        std::fs::write(path, bytes).unwrap();
+    };
+    for (compression, damage) in [
+        (Compression::Gzip, &cut_trailer as &dyn Fn(&std::path::Path)),
+        (Compression::Zstd, &append_junk),
+    ] {
+        let dir = tempdir();
+        let path = incident().write(dir.path(), compression);
+        damage(&path);
+        let run = analyze(&path, &["--format", "json"]);
+        assert_eq!(run.code, 2, "{compression:?}: {}", run.stderr);
+        let report = run.report();
+        assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+        assert_eq!(report.problems[0].file, "bundle");
+        assert!(
+            report.problems[0]
+                .message
+                .starts_with("the compressed stream is damaged after the archive's end: "),
+            "{}",
+            report.problems[0].message
+        );
+        find(&report, "rollout_regression/shop/checkout/4");
+    }
+}
