@@ -204,7 +204,7 @@ impl BundleReader {
             Some(manifest) => verify(manifest, &hashed, &seen, sink, &mut problems),
             None => problems.push(problem(
                 paths::MANIFEST,
-                "manifest is missing; no entry could be verified".into(),
+                "no readable manifest; no entry could be verified".into(),
             )),
         }
         Ok(BundleContents {
@@ -279,7 +279,18 @@ impl BundleReader {
             .take(self.max_entry_bytes)
             .read_to_end(&mut bytes)
             .map_err(|error| format!("cannot read manifest: {error}"))?;
-        serde_json::from_slice(&bytes).map_err(|error| format!("cannot parse manifest: {error}"))
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|error| format!("cannot parse manifest: {error}"))?;
+        // Another version may mean other things by the same fields; its checksums are
+        // not taken on trust, as the header's version is not.
+        if manifest.format_version != sitrep_schemas::FORMAT_VERSION {
+            return Err(format!(
+                "manifest format version {} is not supported (this analyzer reads version {})",
+                manifest.format_version,
+                sitrep_schemas::FORMAT_VERSION
+            ));
+        }
+        Ok(manifest)
     }
 }
 

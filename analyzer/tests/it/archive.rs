@@ -601,3 +601,33 @@ fn a_stream_damaged_past_the_archive_end_is_a_problem() {
         find(&report, "rollout_regression/shop/checkout/4");
     }
 }
+
+#[test]
+fn a_manifest_of_another_format_version_is_not_trusted() {
+    let dir = tempdir();
+    let bundle = incident()
+        .manifest_version(99)
+        .write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--format", "json"]);
+    assert_eq!(run.code, 2);
+    let report = run.report();
+    let problems: Vec<(&str, &str)> = report
+        .problems
+        .iter()
+        .map(|p| (p.file.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "manifest.json",
+                "manifest format version 99 is not supported (this analyzer reads version 1)"
+            ),
+            (
+                "manifest.json",
+                "no readable manifest; no entry could be verified"
+            ),
+        ]
+    );
+    find(&report, "rollout_regression/shop/checkout/4");
+}

@@ -42,6 +42,7 @@ pub(crate) struct BundleBuilder {
     header: Value,
     entries: Vec<Entry>,
     manifest: bool,
+    manifest_version: u32,
 }
 
 impl BundleBuilder {
@@ -59,6 +60,7 @@ impl BundleBuilder {
             }),
             entries: Vec::new(),
             manifest: true,
+            manifest_version: 1,
         }
     }
 
@@ -158,6 +160,11 @@ impl BundleBuilder {
         self
     }
 
+    pub(crate) fn manifest_version(mut self, version: u32) -> Self {
+        self.manifest_version = version;
+        self
+    }
+
     pub(crate) fn without_manifest(mut self) -> Self {
         self.manifest = false;
         self
@@ -190,7 +197,7 @@ impl BundleBuilder {
             })
         };
         json!({
-            "format_version": 1,
+            "format_version": self.manifest_version,
             "created_at": anchor(),
             "completed_at": anchor() + Duration::seconds(20),
             "interrupted": false,
