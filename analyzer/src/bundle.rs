@@ -46,6 +46,8 @@ pub(crate) enum BundleError {
     Empty,
     #[error("first entry is `{found}`, expected `{}`", paths::HEADER)]
     HeaderNotFirst { found: String },
+    #[error("`{}` is larger than the cap of {cap} bytes", paths::HEADER)]
+    HeaderTooLarge { cap: u64 },
     #[error("cannot parse `{}`", paths::HEADER)]
     Header {
         #[source]
@@ -255,10 +257,16 @@ impl BundleReader {
             return Err(BundleError::HeaderNotFirst { found: name });
         }
         let mut bytes = Vec::new();
+        // One byte past the cap tells a header over it from one that fits exactly.
         entry
-            .take(self.max_entry_bytes)
+            .take(self.max_entry_bytes.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|source| BundleError::Archive { source })?;
+        if bytes.len() as u64 > self.max_entry_bytes {
+            return Err(BundleError::HeaderTooLarge {
+                cap: self.max_entry_bytes,
+            });
+        }
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|source| BundleError::Header { source })?;
         let version = value.get("format_version");
@@ -276,9 +284,15 @@ impl BundleReader {
     fn read_manifest<R: Read>(&self, entry: tar::Entry<'_, R>) -> Result<Manifest, String> {
         let mut bytes = Vec::new();
         entry
-            .take(self.max_entry_bytes)
+            .take(self.max_entry_bytes.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|error| format!("cannot read manifest: {error}"))?;
+        if bytes.len() as u64 > self.max_entry_bytes {
+            return Err(format!(
+                "manifest is larger than the cap of {} bytes",
+                self.max_entry_bytes
+            ));
+        }
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|error| format!("cannot parse manifest: {error}"))?;
         // Another version may mean other things by the same fields; its checksums are

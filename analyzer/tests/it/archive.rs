@@ -631,3 +631,27 @@ fn a_manifest_of_another_format_version_is_not_trusted() {
     );
     find(&report, "rollout_regression/shop/checkout/4");
 }
+
+#[test]
+fn a_header_or_manifest_over_the_cap_says_so() {
+    let dir = tempdir();
+    let bundle = incident().write(dir.path(), Compression::Zstd);
+    let run = analyze(&bundle, &["--max-entry-bytes", "100"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("Caused by: `sitrep.json` is larger than the cap of 100 bytes"),
+        "{}",
+        run.stderr
+    );
+
+    // The manifest lists every file, so it is the largest of the small entries.
+    let run = analyze(&bundle, &["--format", "json", "--max-entry-bytes", "2000"]);
+    let report = run.report();
+    assert!(
+        report.problems.iter().any(|p| p.file == "manifest.json"
+            && p.message == "manifest is larger than the cap of 2000 bytes"),
+        "{:#?}",
+        report.problems
+    );
+}
