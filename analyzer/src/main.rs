@@ -9,12 +9,13 @@ mod detect;
 mod load;
 mod report;
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use sitrep_schemas::report::{BundleSummary, Report};
+use sitrep_schemas::report::{BundleSummary, Problem, Report};
 use sitrep_schemas::{ToolInfo, exit};
 
 use crate::bundle::BundleReader;
@@ -175,6 +176,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// One damaged file can hold thousands of bad points; past this many problems the rest
+/// of that file's are counted in one closing line instead of listed.
+const PROBLEMS_PER_FILE: usize = 5;
+
+/// Keeps the first `limit` problems of each file, in order, and adds one line per file
+/// saying how many more there were.
+fn cap_problems_per_file(problems: Vec<Problem>, limit: usize) -> Vec<Problem> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(problems.len().min(64));
+    for problem in problems {
+        let count = seen.entry(problem.file.clone()).or_default();
+        *count += 1;
+        if *count <= limit {
+            kept.push(problem);
+        }
+    }
+    for (file, count) in seen {
+        if count > limit {
+            kept.push(Problem {
+                message: format!(
+                    "{} more problems in this file were not listed",
+                    count - limit
+                ),
+                file,
+                line: None,
+                field: None,
+            });
+        }
+    }
+    kept
+}
+
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
@@ -202,6 +235,7 @@ fn run(cli: &Cli) -> Result<i32, RunError> {
         })?;
     let mut problems = contents.problems;
     let tables = loader.finish(&mut problems);
+    let problems = cap_problems_per_file(problems, PROBLEMS_PER_FILE);
     for problem in &problems {
         tracing::warn!(stage = "load", error_type = "problem", file = %printable(&problem.file), line = ?problem.line, error = %printable(&problem.message), "part of the bundle could not be read");
     }
@@ -257,4 +291,44 @@ fn run(cli: &Cli) -> Result<i32, RunError> {
         }
     })?;
     Ok(report::exit_code(&report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(file: &str, line: u64) -> Problem {
+        Problem {
+            file: file.into(),
+            line: Some(line),
+            field: None,
+            message: "bad".into(),
+        }
+    }
+
+    #[test]
+    fn problems_past_the_limit_are_counted_per_file() {
+        let mut problems: Vec<Problem> = (1..=8).map(|n| at("prometheus/a.json", n)).collect();
+        problems.push(at("k8s/pods.ndjson", 3));
+        let capped = cap_problems_per_file(problems, 5);
+
+        let lines: Vec<(&str, Option<u64>)> =
+            capped.iter().map(|p| (p.file.as_str(), p.line)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("prometheus/a.json", Some(1)),
+                ("prometheus/a.json", Some(2)),
+                ("prometheus/a.json", Some(3)),
+                ("prometheus/a.json", Some(4)),
+                ("prometheus/a.json", Some(5)),
+                ("k8s/pods.ndjson", Some(3)),
+                ("prometheus/a.json", None),
+            ]
+        );
+        assert_eq!(
+            capped[6].message,
+            "3 more problems in this file were not listed"
+        );
+    }
 }
