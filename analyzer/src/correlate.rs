@@ -1,7 +1,7 @@
 //! One timeline of rollouts, restarts and findings, and modest links between findings
 //! that overlap in time: same namespace, or a timeout burst during a database finding.
 
-use sitrep_schemas::report::{Detail, Finding, TimelineEvent};
+use sitrep_schemas::report::{Detail, Finding, Severity, TimelineEvent};
 
 use crate::load::Tables;
 
@@ -19,6 +19,10 @@ fn is_db(finding: &Finding) -> bool {
 }
 
 fn related(a: &Finding, b: &Finding) -> bool {
+    // An info note (a rollout with too little data) claims nothing, so it explains nothing.
+    if a.severity == Severity::Info || b.severity == Severity::Info {
+        return false;
+    }
     let same_namespace =
         a.subject.namespace.is_some() && a.subject.namespace == b.subject.namespace;
     let burst_and_db = matches!(
@@ -140,4 +144,122 @@ pub(crate) fn timeline(
     }
     events.sort_by(|a, b| a.ts.cmp(&b.ts).then(a.kind.cmp(&b.kind)));
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeZone, Utc};
+    use sitrep_schemas::report::{
+        Confidence, ConfidenceLevel, DbEngine, QueryProblem, RolloutRegression, RolloutVerdict,
+        SlowQuery, Subject, TimeoutBurst,
+    };
+
+    use super::*;
+
+    fn minute(m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 4, 14, m, 0).unwrap()
+    }
+
+    fn finding(id: &str, severity: Severity, start: u32, end: u32, detail: Detail) -> Finding {
+        Finding {
+            id: id.into(),
+            severity,
+            confidence: Confidence {
+                level: ConfidenceLevel::High,
+                score: 0.9,
+                reasons: Vec::new(),
+            },
+            title: id.into(),
+            start: Some(minute(start)),
+            end: Some(minute(end)),
+            subject: Subject {
+                namespace: Some("shop".into()),
+                ..Subject::default()
+            },
+            detail,
+            evidence: Vec::new(),
+            next_steps: Vec::new(),
+        }
+    }
+
+    fn burst() -> Detail {
+        Detail::TimeoutBurst(TimeoutBurst {
+            namespace: Some("shop".into()),
+            service: "orders".into(),
+            start: minute(10),
+            end: minute(18),
+            peak_minute: minute(12),
+            peak_count: 11,
+            total: 80,
+            baseline_per_minute: 0.05,
+            signatures: Vec::new(),
+            examples: Vec::new(),
+        })
+    }
+
+    fn lock_wait() -> Detail {
+        Detail::SlowQuery(SlowQuery {
+            engine: DbEngine::Postgres,
+            target: "orders".into(),
+            problem: QueryProblem::LockWait,
+            pid: Some(7),
+            query_id: None,
+            duration_seconds: 10.0,
+            state: Some("active".into()),
+            wait_event: Some("tuple".into()),
+            blocked_by: vec![6],
+            blocking: Vec::new(),
+            user: None,
+            application: None,
+            database: None,
+            query: "UPDATE orders SET status = 'paid' WHERE id = 1".into(),
+        })
+    }
+
+    fn thin_rollout() -> Detail {
+        Detail::RolloutRegression(RolloutRegression {
+            namespace: "shop".into(),
+            deployment: "orders".into(),
+            from_revision: Some(1),
+            to_revision: 2,
+            from_image: None,
+            to_image: None,
+            rollout_at: minute(12),
+            verdict: RolloutVerdict::InsufficientData,
+            latency: None,
+            errors: None,
+            changes: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn overlapping_findings_are_linked_but_info_notes_are_not() {
+        let mut findings = vec![
+            finding("burst", Severity::Warning, 10, 18, burst()),
+            finding("wait", Severity::Warning, 17, 17, lock_wait()),
+            finding("note", Severity::Info, 12, 12, thin_rollout()),
+        ];
+        link(&mut findings);
+
+        assert_eq!(
+            findings[0].confidence.reasons,
+            ["overlaps in time with `wait`"]
+        );
+        assert_eq!(
+            findings[1].confidence.reasons,
+            ["overlaps in time with `burst`"]
+        );
+        assert!(findings[2].confidence.reasons.is_empty());
+    }
+
+    #[test]
+    fn findings_apart_in_time_are_not_linked() {
+        // The wait is 5 minutes after the burst ends, beyond the 2 minute slack.
+        let mut findings = vec![
+            finding("burst", Severity::Warning, 10, 18, burst()),
+            finding("wait", Severity::Warning, 23, 23, lock_wait()),
+        ];
+        link(&mut findings);
+        assert!(findings.iter().all(|f| f.confidence.reasons.is_empty()));
+    }
 }
