@@ -7,76 +7,184 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use polars::prelude::*;
 use sitrep_schemas::records::Neo4jListing;
 use sitrep_schemas::report::{
     Confidence, ConfidenceLevel, DbEngine, Detail, Evidence, Finding, QueryProblem, Severity,
     SlowQuery, Subject,
 };
 
-use super::Thresholds;
-use crate::load::Tables;
-use crate::load::neo4j::Neo4jTx;
-use crate::load::postgres::PgRow;
+use super::{Thresholds, frame_error};
+use crate::load::neo4j::{self as neo4j_table, Neo4jTx};
+use crate::load::{Tables, column_texts, column_times, text_mask};
 
 /// Query text in titles is cut to this many characters; the detail keeps it whole.
 const TITLE_QUERY_CHARS: usize = 80;
 
 pub(crate) fn detect(tables: &Tables, thresholds: &Thresholds) -> Vec<Finding> {
-    let mut findings = postgres(&tables.pg_activity, thresholds);
-    findings.extend(neo4j(tables, thresholds));
+    let mut findings = postgres(&tables.pg_activity, thresholds)
+        .unwrap_or_else(|error| frame_error("db_queries", &error));
+    findings.extend(
+        neo4j(tables, thresholds).unwrap_or_else(|error| frame_error("db_queries", &error)),
+    );
     findings
 }
 
-fn age_seconds(now: DateTime<Utc>, then: Option<DateTime<Utc>>) -> Option<f64> {
-    then.map(|then| (now - then).num_milliseconds() as f64 / 1000.0)
+/// What the last sample of one client backend said, and which backends wait on it then.
+#[derive(Debug)]
+struct Backend {
+    target: String,
+    file: String,
+    pid: i32,
+    sample: u32,
+    sample_ts: DateTime<Utc>,
+    state: Option<String>,
+    wait_event_type: Option<String>,
+    wait_event: Option<String>,
+    application_name: Option<String>,
+    usename: Option<String>,
+    datname: Option<String>,
+    query: Option<String>,
+    blocked_by: Vec<i32>,
+    /// Backends whose own last sample names this one in `blocked_by`, ascending.
+    blocking: Vec<i32>,
+    /// Seconds from `query_start` and `xact_start` to the sample, by the server's clock.
+    query_age: Option<f64>,
+    xact_age: Option<f64>,
 }
 
-/// Client sessions only: background workers and walsenders are not the user's queries.
-fn is_client(row: &PgRow) -> bool {
-    let client = row
-        .row
-        .backend_type
-        .as_deref()
-        .is_none_or(|t| t == "client backend");
-    let own = row
-        .row
-        .application_name
-        .as_deref()
-        .is_some_and(|a| a.starts_with("sitrep"));
-    client && !own
+/// Seconds from `start` to the sample, cut to whole milliseconds toward zero.
+fn age_seconds(start: &str) -> Expr {
+    (col("sample_ts") - col(start))
+        .dt()
+        .total_milliseconds(false)
+        .cast(DataType::Float64)
+        / lit(1000.0)
 }
 
-fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
-    let mut last: BTreeMap<(&str, i32), &PgRow> = BTreeMap::new();
-    for row in rows.iter().filter(|r| is_client(r)) {
-        let key = (row.target.as_str(), row.row.pid);
-        if last
-            .get(&key)
-            .is_none_or(|seen| seen.row.sample_ts <= row.row.sample_ts)
-        {
-            last.insert(key, row);
-        }
-    }
-    let mut blocking: BTreeMap<(&str, i32), BTreeSet<i32>> = BTreeMap::new();
-    for (&(target, pid), row) in &last {
-        for &blocker in &row.row.blocked_by {
-            blocking.entry((target, blocker)).or_default().insert(pid);
-        }
-    }
+/// The last sample of every client backend, with its ages and the backends it blocks.
+/// Background workers and walsenders are not the user's queries, and sitrep's own
+/// sessions are the collector's.
+fn backends(activity: &DataFrame) -> PolarsResult<Vec<Backend>> {
+    let own = text_mask(activity, "application_name", |app| {
+        app.starts_with("sitrep")
+    })?;
+    // The table is sorted stably by backend and time, so a backend's last row is its
+    // latest sample, and of two rows with one `sample_ts` the later line.
+    let last = activity
+        .filter(&!&own)?
+        .lazy()
+        .filter(
+            col("backend_type")
+                .is_null()
+                .or(col("backend_type").eq(lit("client backend"))),
+        )
+        .unique_stable(Some(cols(["target", "pid"])), UniqueKeepStrategy::Last);
 
+    // Who blocks whom is read from the waiters' last samples only: an older sample's
+    // wait may long be over.
+    let blocking = last
+        .clone()
+        .select([
+            col("target"),
+            col("pid").alias("waiter"),
+            col("blocked_by").alias("blocker"),
+        ])
+        .explode(
+            cols(["blocker"]),
+            ExplodeOptions {
+                empty_as_null: false,
+                keep_nulls: false,
+            },
+        )
+        .group_by([col("target"), col("blocker")])
+        .agg([col("waiter")
+            .unique()
+            .sort(SortOptions::default())
+            .alias("blocking")]);
+    let facts = last
+        .with_columns([
+            age_seconds("query_start").alias("query_age"),
+            age_seconds("xact_start").alias("xact_age"),
+        ])
+        .join(
+            blocking,
+            [col("target"), col("pid")],
+            [col("target"), col("blocker")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(["target", "pid"], SortMultipleOptions::default())
+        .collect()?;
+
+    let pid = facts.column("pid")?.i32()?;
+    let sample = facts.column("sample")?.u32()?;
+    let sample_ts = column_times(&facts, "sample_ts")?;
+    let text = |name: &str| column_texts(&facts, name);
+    let (target, file, state) = (text("target")?, text("file")?, text("state")?);
+    let (wait_event_type, wait_event) = (text("wait_event_type")?, text("wait_event")?);
+    let (application_name, usename) = (text("application_name")?, text("usename")?);
+    let (datname, query) = (text("datname")?, text("query")?);
+    let blocked_by = pid_lists(&facts, "blocked_by")?;
+    let blocking = pid_lists(&facts, "blocking")?;
+    let query_age = facts.column("query_age")?.f64()?;
+    let xact_age = facts.column("xact_age")?.f64()?;
+    Ok((0..facts.height())
+        .zip(blocked_by.into_iter().zip(blocking))
+        .map(|(i, (blocked_by, blocking))| Backend {
+            target: target[i].clone().unwrap_or_default(),
+            file: file[i].clone().unwrap_or_default(),
+            pid: pid.get(i).unwrap_or_default(),
+            sample: sample.get(i).unwrap_or_default(),
+            sample_ts: sample_ts[i].unwrap_or_default(),
+            state: state[i].clone(),
+            wait_event_type: wait_event_type[i].clone(),
+            wait_event: wait_event[i].clone(),
+            application_name: application_name[i].clone(),
+            usename: usename[i].clone(),
+            datname: datname[i].clone(),
+            query: query[i].clone(),
+            blocked_by,
+            blocking,
+            query_age: query_age.get(i),
+            xact_age: xact_age.get(i),
+        })
+        .collect())
+}
+
+/// A list-of-pids column; a null list (no waiter joined) is an empty one.
+fn pid_lists(frame: &DataFrame, name: &str) -> PolarsResult<Vec<Vec<i32>>> {
+    frame
+        .column(name)?
+        .list()?
+        .series_iter()
+        .map(|pids| match pids {
+            Some(pids) => Ok(pids.i32()?.iter().flatten().collect()),
+            None => Ok(Vec::new()),
+        })
+        .collect()
+}
+
+fn postgres(activity: &DataFrame, thresholds: &Thresholds) -> PolarsResult<Vec<Finding>> {
+    let backends = backends(activity)?;
+    let last: BTreeMap<(&str, i32), &Backend> = backends
+        .iter()
+        .map(|backend| ((backend.target.as_str(), backend.pid), backend))
+        .collect();
+
+    // The decision is an ordered fall-through over one backend's facts, which reads more
+    // plainly as a match than as a chain of column expressions.
     let mut findings = Vec::new();
-    for (&(target, pid), row) in &last {
-        let r = &row.row;
-        let state = r.state.as_deref().unwrap_or("");
-        let query_age = age_seconds(r.sample_ts, r.query_start);
-        let xact_age = age_seconds(r.sample_ts, r.xact_start);
-        let blocked = blocking.get(&(target, pid)).cloned().unwrap_or_default();
-        let waiting = r.wait_event_type.as_deref() == Some("Lock") && !r.blocked_by.is_empty();
+    for backend in &backends {
+        let state = backend.state.as_deref().unwrap_or("");
+        let query_age = backend.query_age;
+        let xact_age = backend.xact_age;
+        let waiting =
+            backend.wait_event_type.as_deref() == Some("Lock") && !backend.blocked_by.is_empty();
 
         let (problem, duration) = if waiting {
             // A waiter may block others in turn (a second UPDATE queues behind the first).
             (QueryProblem::LockWait, query_age.unwrap_or(0.0))
-        } else if !blocked.is_empty() {
+        } else if !backend.blocking.is_empty() {
             let held = if state == "active" {
                 query_age
             } else {
@@ -93,26 +201,20 @@ fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
         } else {
             continue;
         };
-        let roots = root_blockers(&last, target, pid);
-        findings.push(pg_finding(
-            row,
-            target,
-            problem,
-            duration,
-            blocked.into_iter().collect(),
-            &roots,
-        ));
+        let roots = root_blockers(&last, &backend.target, backend.pid);
+        findings.push(pg_finding(backend, problem, duration, &roots));
     }
-    findings
+    Ok(findings)
 }
 
 /// The backends at the top of `pid`'s blocker tree: those it waits on, directly or
 /// through other waiters, that wait on nobody themselves. A cycle (a deadlock the server
-/// has not broken yet) leaves the waiter's direct blockers.
-fn root_blockers(last: &BTreeMap<(&str, i32), &PgRow>, target: &str, pid: i32) -> Vec<i32> {
+/// has not broken yet) leaves the waiter's direct blockers. The walk has no depth bound,
+/// which no table expression expresses, so it runs over the per-backend facts here.
+fn root_blockers(last: &BTreeMap<(&str, i32), &Backend>, target: &str, pid: i32) -> Vec<i32> {
     let direct = last
         .get(&(target, pid))
-        .map(|r| r.row.blocked_by.clone())
+        .map(|b| b.blocked_by.clone())
         .unwrap_or_default();
     let mut roots = BTreeSet::new();
     let mut seen = BTreeSet::from([pid]);
@@ -122,7 +224,9 @@ fn root_blockers(last: &BTreeMap<(&str, i32), &PgRow>, target: &str, pid: i32) -
             continue;
         }
         match last.get(&(target, next)) {
-            Some(row) if !row.row.blocked_by.is_empty() => pending.extend(&row.row.blocked_by),
+            Some(backend) if !backend.blocked_by.is_empty() => {
+                pending.extend(&backend.blocked_by);
+            }
             _ => {
                 roots.insert(next);
             }
@@ -147,17 +251,10 @@ fn short(query: &str) -> String {
     }
 }
 
-fn pg_finding(
-    row: &PgRow,
-    target: &str,
-    problem: QueryProblem,
-    duration: f64,
-    blocking: Vec<i32>,
-    roots: &[i32],
-) -> Finding {
-    let r = &row.row;
-    let query = r.query.clone().unwrap_or_default();
-    let pid = r.pid;
+fn pg_finding(b: &Backend, problem: QueryProblem, duration: f64, roots: &[i32]) -> Finding {
+    let target = b.target.as_str();
+    let query = b.query.clone().unwrap_or_default();
+    let pid = b.pid;
     let list = |pids: &[i32]| {
         pids.iter()
             .map(i32::to_string)
@@ -169,7 +266,7 @@ fn pg_finding(
             Severity::Warning,
             format!(
                 "backend {pid} on `{target}` waits {duration:.1} s for a lock held by {}: `{}`",
-                list(&r.blocked_by),
+                list(&b.blocked_by),
                 short(&query)
             ),
             roots
@@ -182,8 +279,8 @@ fn pg_finding(
             Severity::Critical,
             format!(
                 "backend {pid} on `{target}` holds a lock that {} wait on ({} open {duration:.1} s): `{}`",
-                list(&blocking),
-                r.state.as_deref().unwrap_or("?"),
+                list(&b.blocking),
+                b.state.as_deref().unwrap_or("?"),
                 short(&query)
             ),
             vec![format!("SELECT pg_terminate_backend({pid});")],
@@ -210,16 +307,16 @@ fn pg_finding(
     };
     let mut reasons = vec![format!(
         "seen in sample {} at {} with state `{}`",
-        r.sample,
-        r.sample_ts.format("%H:%M:%S"),
-        r.state.as_deref().unwrap_or("?")
+        b.sample,
+        b.sample_ts.format("%H:%M:%S"),
+        b.state.as_deref().unwrap_or("?")
     )];
-    if let Some(app) = &r.application_name
+    if let Some(app) = &b.application_name
         && !app.is_empty()
     {
         reasons.push(format!("application `{app}`"));
     }
-    let wait_event = match (&r.wait_event_type, &r.wait_event) {
+    let wait_event = match (&b.wait_event_type, &b.wait_event) {
         (Some(t), Some(e)) => Some(format!("{t}:{e}")),
         (Some(t), None) => Some(t.clone()),
         _ => None,
@@ -233,21 +330,21 @@ fn pg_finding(
             reasons,
         },
         title,
-        start: Some(r.sample_ts - chrono::Duration::milliseconds((duration * 1000.0) as i64)),
-        end: Some(r.sample_ts),
+        start: Some(b.sample_ts - chrono::Duration::milliseconds((duration * 1000.0) as i64)),
+        end: Some(b.sample_ts),
         subject: Subject {
             target: Some(target.to_owned()),
             pid: Some(pid),
             ..Subject::default()
         },
         evidence: vec![Evidence {
-            ts: Some(r.sample_ts),
-            file: row.file.clone(),
+            ts: Some(b.sample_ts),
+            file: b.file.clone(),
             text: format!(
                 "pid={pid} state={} wait={} blocked_by=[{}] query={}",
-                r.state.as_deref().unwrap_or("-"),
+                b.state.as_deref().unwrap_or("-"),
                 wait_event.as_deref().unwrap_or("-"),
-                list(&r.blocked_by),
+                list(&b.blocked_by),
                 short(&query)
             ),
         }],
@@ -258,13 +355,13 @@ fn pg_finding(
             pid: Some(pid),
             query_id: None,
             duration_seconds: duration,
-            state: r.state.clone(),
+            state: b.state.clone(),
             wait_event,
-            blocked_by: r.blocked_by.clone(),
-            blocking,
-            user: r.usename.clone(),
-            application: r.application_name.clone(),
-            database: r.datname.clone(),
+            blocked_by: b.blocked_by.clone(),
+            blocking: b.blocking.clone(),
+            user: b.usename.clone(),
+            application: b.application_name.clone(),
+            database: b.datname.clone(),
             query,
         }),
         next_steps: next,
@@ -277,20 +374,23 @@ fn is_listing(query: &str) -> bool {
     lower.contains("show transactions") || lower.contains("dbms.listqueries")
 }
 
-fn neo4j(tables: &Tables, thresholds: &Thresholds) -> Vec<Finding> {
-    let mut longest: BTreeMap<(&str, &str), &Neo4jTx> = BTreeMap::new();
-    for tx in tables.neo4j_tx.iter().filter(|tx| !is_listing(&tx.query)) {
-        let key = (tx.target.as_str(), tx.id.as_str());
-        if longest
-            .get(&key)
-            .is_none_or(|seen| seen.elapsed_seconds <= tx.elapsed_seconds)
-        {
-            longest.insert(key, tx);
-        }
-    }
-    longest
-        .into_values()
-        .filter(|tx| tx.elapsed_seconds > thresholds.slow_query_seconds)
+fn neo4j(tables: &Tables, thresholds: &Thresholds) -> PolarsResult<Vec<Finding>> {
+    let listing = text_mask(&tables.neo4j_tx, "query", is_listing)?;
+    // A transaction is judged by the sample that saw it run longest; of equal ones, the
+    // later sample, which the stable sort by time in the table puts last.
+    let longest = tables
+        .neo4j_tx
+        .filter(&!&listing)?
+        .lazy()
+        .sort(
+            ["target", "id", "elapsed"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .unique_stable(Some(cols(["target", "id"])), UniqueKeepStrategy::Last)
+        .filter(col("elapsed").gt(lit(thresholds.slow_query_seconds)))
+        .collect()?;
+    Ok(neo4j_table::rows(&longest)?
+        .into_iter()
         .map(|tx| {
             let listing = tables
                 .neo4j_servers
@@ -300,9 +400,9 @@ fn neo4j(tables: &Tables, thresholds: &Thresholds) -> Vec<Finding> {
                 Neo4jListing::ShowTransactions => format!("TERMINATE TRANSACTION '{}'", tx.id),
                 Neo4jListing::ListQueries => format!("CALL dbms.killQuery('{}')", tx.id),
             };
-            neo4j_finding(tx, next)
+            neo4j_finding(&tx, next)
         })
-        .collect()
+        .collect())
 }
 
 fn neo4j_finding(tx: &Neo4jTx, next: String) -> Finding {
@@ -366,7 +466,13 @@ fn neo4j_finding(tx: &Neo4jTx, next: String) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::postgres::PgRow;
     use sitrep_schemas::records::PgActivityRow;
+
+    /// The detector over a `pg_activity` table built from `rows` the way the loader does.
+    fn postgres(rows: &[PgRow], thresholds: &Thresholds) -> Vec<Finding> {
+        super::postgres(&crate::load::postgres::frame(rows.to_vec()), thresholds).unwrap()
+    }
 
     /// `(pid, problem, seconds, blocked_by, blocking)`.
     type SessionRow = (i32, QueryProblem, f64, Vec<i32>, Vec<i32>);
@@ -470,6 +576,36 @@ mod tests {
         assert_eq!(
             (middle.problem, middle.blocking.as_slice()),
             (QueryProblem::LockWait, &[12][..])
+        );
+    }
+
+    #[test]
+    fn a_bundle_without_postgres_has_no_sessions() {
+        assert!(postgres(&[], &Thresholds::default()).is_empty());
+    }
+
+    #[test]
+    fn a_backend_is_judged_by_its_latest_sample_whatever_the_line_order() {
+        // Sample 2 says 10 holds a lock 11 waits on; sample 1, later in the file, is older.
+        let mut later = row(10, "active", 10, 5, &[], false);
+        later.row.sample = 2;
+        let mut waiter = row(11, "active", 94, 94, &[10], true);
+        waiter.row.sample = 2;
+        let mut earlier = row(10, "idle", 0, 0, &[], false);
+        earlier.row.sample_ts = at(50);
+        let mut earlier_waiter = row(11, "idle", 0, 0, &[], false);
+        earlier_waiter.row.sample_ts = at(50);
+        let findings = postgres(
+            &[later, waiter, earlier, earlier_waiter],
+            &Thresholds::default(),
+        );
+        let problems: Vec<(Option<i32>, &str)> = findings
+            .iter()
+            .map(|f| (f.subject.pid, f.id.rsplit('/').next().unwrap()))
+            .collect();
+        assert_eq!(
+            problems,
+            [(Some(10), "lock_holder"), (Some(11), "lock_wait")]
         );
     }
 

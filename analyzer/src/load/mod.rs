@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead};
 
 use chrono::{DateTime, Utc};
-use polars::prelude::DataFrame;
+use polars::prelude::*;
 use sitrep_schemas::paths;
 use sitrep_schemas::records::PromQueryLog;
 use sitrep_schemas::report::Problem;
@@ -36,8 +36,14 @@ pub(crate) struct Tables {
     /// match a timeout signature.
     pub(crate) log_lines: DataFrame,
     pub(crate) log_examples: Vec<logs::Example>,
-    pub(crate) pg_activity: Vec<postgres::PgRow>,
-    pub(crate) neo4j_tx: Vec<neo4j::Neo4jTx>,
+    /// `sample_ts, target, pid, sample, backend_type, state, wait_event_type, wait_event,
+    /// query_start, xact_start, application_name, usename, datname, blocked_by, query,
+    /// file`, sorted by target, pid and sample time; times in microseconds.
+    pub(crate) pg_activity: DataFrame,
+    /// `sample_ts, target, id, listing, status, elapsed, wait, query, user, database,
+    /// file`, sorted by target, id and sample time; `sample_ts` in nanoseconds, `elapsed`
+    /// and `wait` in seconds.
+    pub(crate) neo4j_tx: DataFrame,
     pub(crate) neo4j_servers: BTreeMap<String, sitrep_schemas::records::Neo4jServer>,
 }
 
@@ -104,8 +110,8 @@ impl Loader {
             events: cluster.events,
             log_lines,
             log_examples,
-            pg_activity,
-            neo4j_tx,
+            pg_activity: postgres::frame(pg_activity),
+            neo4j_tx: neo4j::frame(neo4j_tx),
             neo4j_servers,
         }
     }
@@ -304,6 +310,58 @@ pub(crate) fn millis(time: DateTime<Utc>) -> i64 {
 
 pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// A nullable UTC datetime column counted in `unit`.
+pub(crate) fn times_column(name: &str, unit: TimeUnit, ticks: Vec<Option<i64>>) -> Column {
+    Column::new(name.into(), ticks)
+        .cast(&DataType::Datetime(unit, Some(TimeZone::UTC)))
+        .expect("i64 casts to datetime")
+}
+
+/// A string column read back as owned values.
+pub(crate) fn column_texts(frame: &DataFrame, name: &str) -> PolarsResult<Vec<Option<String>>> {
+    Ok(frame
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|text| text.map(str::to_owned))
+        .collect())
+}
+
+/// A datetime column read back as times, whatever its unit.
+pub(crate) fn column_times(
+    frame: &DataFrame,
+    name: &str,
+) -> PolarsResult<Vec<Option<DateTime<Utc>>>> {
+    let times = frame.column(name)?.datetime()?;
+    let from_ticks: fn(i64) -> Option<DateTime<Utc>> = match times.time_unit() {
+        TimeUnit::Milliseconds => DateTime::from_timestamp_millis,
+        TimeUnit::Microseconds => DateTime::from_timestamp_micros,
+        TimeUnit::Nanoseconds => |ns| Some(DateTime::from_timestamp_nanos(ns)),
+    };
+    Ok(times
+        .physical()
+        .iter()
+        .map(|ticks| ticks.and_then(from_ticks))
+        .collect())
+}
+
+/// Which rows of a string column satisfy `keep`; a null satisfies nothing. The analyzer's
+/// polars is built without its string functions, which would cost a rebuild of most of
+/// polars for two prefix and substring tests.
+pub(crate) fn text_mask(
+    frame: &DataFrame,
+    name: &str,
+    keep: impl Fn(&str) -> bool,
+) -> PolarsResult<BooleanChunked> {
+    Ok(frame
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|text| text.is_some_and(&keep))
+        .collect::<BooleanChunked>()
+        .with_name(name.into()))
 }
 
 /// Start of the minute holding `ms`.

@@ -1,4 +1,4 @@
-//! `neo4j/<target>/transactions.ndjson` → the `neo4j_tx` rows.
+//! `neo4j/<target>/transactions.ndjson` → the `neo4j_tx` table.
 //!
 //! Neo4j 5.x (`SHOW TRANSACTIONS`) and 4.x (`dbms.listQueries`) name their columns
 //! differently; both are read into one shape here. Over the HTTP API a 5.x duration is
@@ -7,12 +7,14 @@
 use std::io::BufRead;
 
 use chrono::{DateTime, Utc};
+use polars::prelude::*;
 use serde_json::Value;
 use sitrep_schemas::records::Neo4jListing;
 use sitrep_schemas::report::Problem;
 
-use super::{line_problem, ndjson, parse_time};
+use super::{column_texts, column_times, line_problem, ndjson, parse_time, times_column};
 
+/// One transaction as one sample saw it: a parsed line, and a row of the table read back.
 #[derive(Debug, Clone)]
 pub(crate) struct Neo4jTx {
     pub(crate) target: String,
@@ -23,6 +25,8 @@ pub(crate) struct Neo4jTx {
     pub(crate) listing: Neo4jListing,
     pub(crate) status: Option<String>,
     pub(crate) elapsed_seconds: f64,
+    /// Time spent waiting on locks, when the listing says and says it legibly.
+    pub(crate) wait_seconds: Option<f64>,
     pub(crate) query: String,
     pub(crate) user: Option<String>,
     pub(crate) database: Option<String>,
@@ -54,6 +58,8 @@ fn transaction(path: &str, target: &str, row: &Value) -> Result<Neo4jTx, &'stati
     let sample_ts = text("sample_ts")
         .as_deref()
         .and_then(parse_time)
+        // The table keeps the collector's nanoseconds, which reach from 1677 to 2262.
+        .filter(|time| time.timestamp_nanos_opt().is_some())
         .ok_or("sample_ts")?;
     let (listing, id, query, elapsed_seconds) = if let Some(id) = text("transactionId") {
         let elapsed = row.get("elapsedTime").ok_or("elapsedTime")?;
@@ -69,6 +75,14 @@ fn transaction(path: &str, target: &str, row: &Value) -> Result<Neo4jTx, &'stati
         (Neo4jListing::ListQueries, id, query, millis / 1000.0)
     } else {
         return Err("transactionId");
+    };
+    // Only shown, never judged: an unreadable wait time costs the row nothing.
+    let wait_seconds = match listing {
+        Neo4jListing::ShowTransactions => row.get("waitTime").and_then(duration_value_seconds),
+        Neo4jListing::ListQueries => row
+            .get("waitTimeMillis")
+            .and_then(Value::as_f64)
+            .map(|ms| ms / 1000.0),
     };
     let duration_field = match listing {
         Neo4jListing::ShowTransactions => "elapsedTime",
@@ -87,6 +101,7 @@ fn transaction(path: &str, target: &str, row: &Value) -> Result<Neo4jTx, &'stati
         listing,
         status: text("status"),
         elapsed_seconds,
+        wait_seconds,
         query,
         user: text("username"),
         database: text("database").or_else(|| text("currentQueryDatabase")),
@@ -98,6 +113,84 @@ impl Neo4jTx {
     pub(crate) fn started(&self) -> DateTime<Utc> {
         start_of(self.sample_ts, self.elapsed_seconds).unwrap_or(self.sample_ts)
     }
+}
+
+const SHOW_TRANSACTIONS: &str = "show_transactions";
+const LIST_QUERIES: &str = "list_queries";
+
+/// The `neo4j_tx` table, sorted by target, id and sample time; the sort is stable, so
+/// rows of one sample keep their order in the file.
+pub(crate) fn frame(mut rows: Vec<Neo4jTx>) -> DataFrame {
+    rows.sort_by(|a, b| (&a.target, &a.id, a.sample_ts).cmp(&(&b.target, &b.id, b.sample_ts)));
+
+    let texts = |field: fn(&Neo4jTx) -> Option<&str>| rows.iter().map(field).collect::<Vec<_>>();
+    DataFrame::new_infer_height(vec![
+        times_column(
+            "sample_ts",
+            TimeUnit::Nanoseconds,
+            rows.iter()
+                .map(|tx| tx.sample_ts.timestamp_nanos_opt())
+                .collect(),
+        ),
+        Column::new("target".into(), texts(|tx| Some(&tx.target))),
+        Column::new("id".into(), texts(|tx| Some(&tx.id))),
+        Column::new(
+            "listing".into(),
+            texts(|tx| {
+                Some(match tx.listing {
+                    Neo4jListing::ShowTransactions => SHOW_TRANSACTIONS,
+                    Neo4jListing::ListQueries => LIST_QUERIES,
+                })
+            }),
+        ),
+        Column::new("status".into(), texts(|tx| tx.status.as_deref())),
+        Column::new(
+            "elapsed".into(),
+            rows.iter().map(|tx| tx.elapsed_seconds).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "wait".into(),
+            rows.iter().map(|tx| tx.wait_seconds).collect::<Vec<_>>(),
+        ),
+        Column::new("query".into(), texts(|tx| Some(&tx.query))),
+        Column::new("user".into(), texts(|tx| tx.user.as_deref())),
+        Column::new("database".into(), texts(|tx| tx.database.as_deref())),
+        Column::new("file".into(), texts(|tx| Some(&tx.file))),
+    ])
+    .expect("columns have equal length")
+}
+
+/// Reads rows of a table shaped like `neo4j_tx` back, in its order.
+pub(crate) fn rows(frame: &DataFrame) -> PolarsResult<Vec<Neo4jTx>> {
+    let sample_ts = column_times(frame, "sample_ts")?;
+    let target = column_texts(frame, "target")?;
+    let id = column_texts(frame, "id")?;
+    let listing = column_texts(frame, "listing")?;
+    let status = column_texts(frame, "status")?;
+    let elapsed = frame.column("elapsed")?.f64()?;
+    let wait = frame.column("wait")?.f64()?;
+    let query = column_texts(frame, "query")?;
+    let user = column_texts(frame, "user")?;
+    let database = column_texts(frame, "database")?;
+    let file = column_texts(frame, "file")?;
+    Ok((0..frame.height())
+        .map(|i| Neo4jTx {
+            target: target[i].clone().unwrap_or_default(),
+            file: file[i].clone().unwrap_or_default(),
+            sample_ts: sample_ts[i].unwrap_or_default(),
+            id: id[i].clone().unwrap_or_default(),
+            listing: match listing[i].as_deref() {
+                Some(LIST_QUERIES) => Neo4jListing::ListQueries,
+                _ => Neo4jListing::ShowTransactions,
+            },
+            status: status[i].clone(),
+            elapsed_seconds: elapsed.get(i).unwrap_or_default(),
+            wait_seconds: wait.get(i),
+            query: query[i].clone().unwrap_or_default(),
+            user: user[i].clone(),
+            database: database[i].clone(),
+        })
+        .collect())
 }
 
 fn start_of(sample_ts: DateTime<Utc>, elapsed_seconds: f64) -> Option<DateTime<Utc>> {
