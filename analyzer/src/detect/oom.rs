@@ -2,13 +2,14 @@
 //! `state` or `lastState`, so a Running and Ready pod still shows its last kill), exit
 //! code 137 as weaker evidence, and node-level OOM events; with the likely cause.
 
+use polars::prelude::*;
 use sitrep_schemas::report::{
     Confidence, ConfidenceLevel, Detail, Evidence, Finding, Oom, OomEvidence, Severity, Subject,
 };
 
 use super::{frame_error, metric_points};
 use crate::load::Tables;
-use crate::load::k8s::{PodContainer, Termination, quantity_bytes};
+use crate::load::k8s::{PodContainer, Termination, event_rows, quantity_bytes};
 
 /// A working set at or above this share of the limit counts as "approached the limit".
 const NEAR_LIMIT: f64 = 0.9;
@@ -47,7 +48,7 @@ pub(crate) fn detect(tables: &Tables) -> Vec<Finding> {
             }
         }
     }
-    findings.extend(node_findings(tables));
+    findings.extend(node_findings(tables).unwrap_or_else(|error| frame_error("oom", &error)));
     findings
 }
 
@@ -228,11 +229,19 @@ fn mebibytes(bytes: f64) -> String {
     format!("{:.1}Mi", bytes / (1024.0 * 1024.0))
 }
 
-fn node_findings(tables: &Tables) -> Vec<Finding> {
-    tables
+fn node_findings(tables: &Tables) -> PolarsResult<Vec<Finding>> {
+    let node_oom = tables
         .events
+        .clone()
+        .lazy()
+        .filter(
+            col("reason")
+                .eq(lit("SystemOOM"))
+                .or(col("reason").eq(lit("OOMKilling"))),
+        )
+        .collect()?;
+    Ok(event_rows(&node_oom)?
         .iter()
-        .filter(|e| e.reason == "SystemOOM" || e.reason == "OOMKilling")
         .map(|event| {
             let node = (event.kind == "Node").then(|| event.object.clone());
             Finding {
@@ -282,7 +291,7 @@ fn node_findings(tables: &Tables) -> Vec<Finding> {
                 )],
             }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use polars::prelude::*;
 use serde_json::Value;
 
-use super::parse_time;
+use super::{column_texts, column_times, parse_time, times_column};
 
 const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 const DESIRED_REPLICAS_ANNOTATION: &str = "deployment.kubernetes.io/desired-replicas";
@@ -89,6 +90,8 @@ pub(crate) struct EventRow {
     pub(crate) kind: String,
     pub(crate) object: String,
     pub(crate) reason: String,
+    /// `Normal` or `Warning`.
+    pub(crate) event_type: Option<String>,
     pub(crate) message: String,
     pub(crate) count: i64,
 }
@@ -361,6 +364,59 @@ fn pod_containers(
     out
 }
 
+/// The `events` table, sorted by namespace, kind, object and time; the sort is stable, so
+/// events of one object at one time keep their order. Kubernetes renders event times to
+/// the microsecond at most, and that is the column's unit.
+pub(crate) fn events_frame(mut events: Vec<EventRow>) -> DataFrame {
+    events.sort_by(|a, b| {
+        (&a.namespace, &a.kind, &a.object, a.ts).cmp(&(&b.namespace, &b.kind, &b.object, b.ts))
+    });
+
+    let texts = |field: fn(&EventRow) -> Option<&str>| events.iter().map(field).collect::<Vec<_>>();
+    DataFrame::new_infer_height(vec![
+        times_column(
+            "ts",
+            TimeUnit::Microseconds,
+            events
+                .iter()
+                .map(|e| e.ts.map(|t| t.timestamp_micros()))
+                .collect(),
+        ),
+        Column::new("namespace".into(), texts(|e| Some(&e.namespace))),
+        Column::new("kind".into(), texts(|e| Some(&e.kind))),
+        Column::new("object".into(), texts(|e| Some(&e.object))),
+        Column::new("reason".into(), texts(|e| Some(&e.reason))),
+        Column::new("type".into(), texts(|e| e.event_type.as_deref())),
+        Column::new("message".into(), texts(|e| Some(&e.message))),
+        Column::new(
+            "count".into(),
+            events.iter().map(|e| e.count).collect::<Vec<_>>(),
+        ),
+    ])
+    .expect("columns have equal length")
+}
+
+/// Reads rows of a table shaped like `events` back, in its order.
+pub(crate) fn event_rows(frame: &DataFrame) -> PolarsResult<Vec<EventRow>> {
+    let ts = column_times(frame, "ts")?;
+    let text = |name: &str| column_texts(frame, name);
+    let (namespace, kind, object) = (text("namespace")?, text("kind")?, text("object")?);
+    let (reason, event_type, message) = (text("reason")?, text("type")?, text("message")?);
+    let count = frame.column("count")?.i64()?;
+    Ok((0..frame.height())
+        .map(|i| EventRow {
+            ts: ts[i],
+            namespace: namespace[i].clone().unwrap_or_default(),
+            kind: kind[i].clone().unwrap_or_default(),
+            object: object[i].clone().unwrap_or_default(),
+            reason: reason[i].clone().unwrap_or_default(),
+            event_type: event_type[i].clone(),
+            message: message[i].clone().unwrap_or_default(),
+            count: count.get(i).unwrap_or_default(),
+        })
+        .collect())
+}
+
 /// Merges core/v1 and events.k8s.io/v1 events. Both APIs serve the same stored objects,
 /// so rows are deduplicated by uid; an event without a uid is kept as it is.
 fn events(core: &[Value], v1: &[Value]) -> Vec<EventRow> {
@@ -380,6 +436,7 @@ fn events(core: &[Value], v1: &[Value]) -> Vec<EventRow> {
             kind: text(object, "/involvedObject/kind").unwrap_or_default(),
             object: text(object, "/involvedObject/name").unwrap_or_default(),
             reason: text(object, "/reason").unwrap_or_default(),
+            event_type: text(object, "/type"),
             message: text(object, "/message").unwrap_or_default(),
             count: object.get("count").and_then(Value::as_i64).unwrap_or(1),
         });
@@ -398,6 +455,7 @@ fn events(core: &[Value], v1: &[Value]) -> Vec<EventRow> {
             kind: text(object, "/regarding/kind").unwrap_or_default(),
             object: text(object, "/regarding/name").unwrap_or_default(),
             reason: text(object, "/reason").unwrap_or_default(),
+            event_type: text(object, "/type"),
             message: text(object, "/note").unwrap_or_default(),
             count: object
                 .pointer("/series/count")

@@ -31,7 +31,9 @@ pub(crate) struct Tables {
     pub(crate) deployments: Vec<k8s::Deployment>,
     pub(crate) rollouts: Vec<k8s::Rollout>,
     pub(crate) pods: Vec<k8s::PodContainer>,
-    pub(crate) events: Vec<k8s::EventRow>,
+    /// `ts, namespace, kind, object, reason, type, message, count`, sorted by namespace,
+    /// kind, object and time; times in microseconds.
+    pub(crate) events: DataFrame,
     /// `ts, minute, namespace, pod, container, service, signature`: timestamped lines that
     /// match a timeout signature.
     pub(crate) log_lines: DataFrame,
@@ -107,7 +109,7 @@ impl Loader {
             deployments: cluster.deployments,
             rollouts: cluster.rollouts,
             pods: cluster.pods,
-            events: cluster.events,
+            events: k8s::events_frame(cluster.events),
             log_lines,
             log_examples,
             pg_activity: postgres::frame(pg_activity),
