@@ -234,6 +234,19 @@ async fn collect(cli: Cli, progress: Progress) -> anyhow::Result<i32> {
         )),
     }
 
+    // With nothing configured the bundle would hold only a header and a manifest; far
+    // likelier the user forgot a flag, so say so instead of writing an empty bundle.
+    if planned.is_empty() && settled.iter().all(|s| s.status == SourceStatus::Skipped) {
+        let reasons: Vec<String> = settled
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.error.as_deref().unwrap_or("skipped")))
+            .collect();
+        return Err(anyhow::anyhow!(reasons.join("; ")).context(
+            "nothing to collect: give a kubeconfig or --context, --prometheus-url, \
+             --postgres or --neo4j-url",
+        ));
+    }
+
     let output = cli
         .output
         .clone()

@@ -8,7 +8,8 @@ pub const COLLECT_OK: i32 = 0;
 /// `sitrep-collect`: the bundle was written, but at least one source is not `ok`
 /// (failed, forbidden, cut by a budget, interrupted). The manifest says which.
 pub const COLLECT_PARTIAL: i32 = 1;
-/// `sitrep-collect`: no bundle was written (bad arguments, output not writable).
+/// `sitrep-collect`: no bundle was written (bad arguments, output not writable, no
+/// source configured at all).
 pub const COLLECT_FAILED: i32 = 2;
 
 /// `sitrep-analyze`: no finding at warning severity or above.

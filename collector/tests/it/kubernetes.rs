@@ -313,13 +313,31 @@ fn lists_logs_and_redactions_from_a_mock_cluster() {
 
 #[test]
 fn no_kubeconfig_means_skipped_not_failed() {
-    let run = collect(&[], &[]);
+    let prom = crate::prometheus::healthy();
+    let run = collect(&["--prometheus-url", &prom.url()], &[]);
     assert_eq!(run.code, exit::COLLECT_OK, "{}", run.stderr);
     let source = run.source("kubernetes");
     assert_eq!(source.status, SourceStatus::Skipped);
     assert!(source.error.unwrap().contains("no kubeconfig found"));
     let names: Vec<String> = run.entries().into_iter().map(|(p, _, _)| p).collect();
-    assert_eq!(names, ["sitrep.json", "manifest.json"]);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("k8s/") || n.starts_with("logs/"))
+    );
+}
+
+#[test]
+fn nothing_configured_writes_no_bundle() {
+    let run = collect(&[], &[]);
+    assert_eq!(run.code, exit::COLLECT_FAILED, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("error: nothing to collect"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("no kubeconfig found"), "{}", run.stderr);
+    assert!(!run.bundle.exists());
 }
 
 #[test]

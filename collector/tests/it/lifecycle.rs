@@ -7,7 +7,7 @@ use sitrep_schemas::exit;
 use sitrep_schemas::manifest::SourceStatus;
 use sitrep_schemas::records::PromQueryLog;
 
-use crate::common::{MockServer, Response, Started, collect};
+use crate::common::{MockServer, Response, Started, collect, refused_port};
 
 fn neo4j_rows() -> MockServer {
     MockServer::start(|req| {
@@ -125,7 +125,9 @@ fn an_unwritable_output_fails_without_a_bundle() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitrep-collect"))
         .env_clear()
         .env("HOME", dir.path())
-        .args(["--no-kubernetes", "-o"])
+        .args(["--no-kubernetes", "--prometheus-url"])
+        .arg(format!("http://127.0.0.1:{}", refused_port()))
+        .arg("-o")
         .arg(&missing)
         .output()
         .unwrap();
@@ -146,10 +148,12 @@ fn an_unwritable_output_fails_without_a_bundle() {
 fn gzip_bundles_open_with_gzip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.tar.gz");
+    let prom = crate::prometheus::healthy();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitrep-collect"))
         .env_clear()
         .env("HOME", dir.path())
-        .args(["--no-kubernetes", "--compression", "gzip", "-o"])
+        .args(["--no-kubernetes", "--prometheus-url", &prom.url()])
+        .args(["--compression", "gzip", "-o"])
         .arg(&path)
         .output()
         .unwrap();
@@ -161,7 +165,9 @@ fn gzip_bundles_open_with_gzip() {
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["sitrep.json", "manifest.json"]);
+    assert_eq!(names.first().map(String::as_str), Some("sitrep.json"));
+    assert_eq!(names.last().map(String::as_str), Some("manifest.json"));
+    assert!(names.contains(&"prometheus/queries.json".to_owned()));
 }
 
 #[test]
@@ -230,7 +236,9 @@ fn an_existing_output_is_never_replaced() {
         std::process::Command::new(env!("CARGO_BIN_EXE_sitrep-collect"))
             .env_clear()
             .env("HOME", dir.path())
-            .args(["--no-kubernetes", "-o"])
+            .args(["--no-kubernetes", "--prometheus-url"])
+            .arg(format!("http://127.0.0.1:{}", refused_port()))
+            .arg("-o")
             .arg(output)
             .output()
             .unwrap()

@@ -14,7 +14,7 @@ fn matrix() -> serde_json::Value {
     ]}})
 }
 
-fn healthy() -> MockServer {
+pub(crate) fn healthy() -> MockServer {
     MockServer::start(|req| {
         if req.path == "/api/v1/query_range" {
             Response::json(200, matrix())
