@@ -102,6 +102,21 @@ enum Planned {
 async fn collect(cli: Cli, progress: Progress) -> anyhow::Result<i32> {
     let created_at = Utc::now();
     let window = cli.window(created_at)?;
+    if cli.prometheus.url.is_some() {
+        let parts = prometheus::parts_needed(window, cli.prometheus.step);
+        if parts > prometheus::MAX_PARTS {
+            anyhow::bail!(
+                "--step {} is too fine for a window of {}: each query would need {parts} \
+                 range requests (at most {}); give --step {} or more",
+                humantime::format_duration(cli.prometheus.step),
+                humantime::format_duration(
+                    (window.end - window.start).to_std().unwrap_or_default()
+                ),
+                prometheus::MAX_PARTS,
+                humantime::format_duration(prometheus::smallest_step(window)),
+            );
+        }
+    }
     let sampling = cli.sampling();
 
     // Sources that will not run still get a manifest record, so a reader can tell "not

@@ -192,6 +192,24 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// More range requests per query than this means the step is far too fine for the
+/// window (a year at 60 s is 48); refused before anything is asked of the server.
+pub(crate) const MAX_PARTS: i64 = 100;
+
+/// How many range requests one query needs over `window` at `step`.
+pub(crate) fn parts_needed(window: Window, step: Duration) -> i64 {
+    let step_ms = (step.as_millis() as i64).max(1);
+    let points = (window.end - window.start).num_milliseconds() / step_ms + 1;
+    (points + MAX_POINTS - 1) / MAX_POINTS
+}
+
+/// The smallest whole-second step that keeps `window` within [`MAX_PARTS`] requests.
+pub(crate) fn smallest_step(window: Window) -> Duration {
+    let span_s = (window.end - window.start).num_seconds().max(0) as u64;
+    let points = (MAX_PARTS * MAX_POINTS) as u64;
+    Duration::from_secs(span_s.div_ceil(points - 1).max(1))
+}
+
 /// Splits the window into consecutive ranges of at most [`MAX_POINTS`] points each.
 /// Points of one range are `start, start + step, …` up to its end, both ends included;
 /// the next range starts one step after the previous one's last point.
@@ -545,6 +563,28 @@ mod tests {
             end: start + chrono::Duration::minutes(11_000),
         };
         assert_eq!(step_plan(w, Duration::from_secs(60)).len(), 2);
+    }
+
+    #[test]
+    fn a_step_too_fine_for_the_window_is_caught_before_asking() {
+        let start = at("2026-01-01T00:00:00Z");
+        let year = Window {
+            start,
+            end: start + chrono::Duration::days(365),
+        };
+        // 525,600 minutes + 1 points at 60 s: 48 requests of 11,000 points.
+        assert_eq!(parts_needed(year, Duration::from_secs(60)), 48);
+        assert_eq!(
+            parts_needed(year, Duration::from_secs(60)),
+            step_plan(year, Duration::from_secs(60)).len() as i64
+        );
+        // At 1 s the same year needs 31,536,001 points: 2,867 requests.
+        assert_eq!(parts_needed(year, Duration::from_secs(1)), 2_867);
+        // 31,536,000 s over 1,099,999 intervals rounds up to 29 s, which fits in 100.
+        let step = smallest_step(year);
+        assert_eq!(step, Duration::from_secs(29));
+        assert!(parts_needed(year, step) <= MAX_PARTS);
+        assert!(parts_needed(year, step - Duration::from_secs(1)) > MAX_PARTS);
     }
 
     #[test]

@@ -218,3 +218,26 @@ fn a_long_window_is_split_into_numbered_files() {
         assert!(near(*end, t0 + last), "range {k} ends at {end}");
     }
 }
+
+#[test]
+fn a_step_too_fine_for_the_window_is_refused_before_collecting() {
+    // 20 years at 60 s is 10,519,201 points a series: 957 requests per query.
+    let run = collect(
+        &[
+            "--no-kubernetes",
+            "--prometheus-url",
+            &format!("http://127.0.0.1:{}", refused_port()),
+            "--since",
+            "20y",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, exit::COLLECT_FAILED, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("error: --step 1m is too fine for a window of 20years: each query would need 957 range requests"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.bundle.exists());
+}
