@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 server and client over tokio and std sockets, enough for replaying
-//! API servers on 127.0.0.1 and for probing real ones.
+//! API servers on 127.0.0.1, for mocking them in tests, and for probing real ones.
 //!
 //! The server reads `Content-Length` and chunked request bodies, answers with
 //! `Content-Length`, and keeps connections alive unless the client asks to close or
@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -28,8 +29,11 @@ pub struct Request {
 }
 
 impl Request {
+    /// Looks a header up by name in any case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -49,35 +53,161 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+    /// Takes a value or a reference, so callers that keep the document need not clone it.
+    pub fn json(status: u16, body: impl serde::Serialize) -> Self {
         Response {
             status,
             content_type: "application/json",
             headers: Vec::new(),
-            body: serde_json::to_vec(body).expect("a JSON value serializes"),
+            body: serde_json::to_vec(&body).expect("a JSON document serializes"),
         }
     }
 
-    pub fn text(status: u16, body: String) -> Self {
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
         Response {
             status,
             content_type: "text/plain",
             headers: Vec::new(),
-            body: body.into_bytes(),
+            body: body.into().into_bytes(),
         }
     }
 }
 
-pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+/// Answers one request. It runs on a blocking thread, so a handler may sleep to play a
+/// server that hangs without holding up the other connections.
+pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not listen on 127.0.0.1")]
+    Bind(#[source] io::Error),
+    #[error("could not start the server thread")]
+    Thread(#[source] io::Error),
+}
+
+/// One HTTP server on 127.0.0.1 with a port the OS chose, on a thread of its own so the
+/// caller may block (on the collector binary, say) while it answers. Stopped on drop.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds 127.0.0.1:0 and serves `handler` until dropped; `name` labels the logs.
+    pub fn start(name: &str, handler: Handler) -> Result<Self, ServerError> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ServerError::Bind)?;
+        listener.set_nonblocking(true).map_err(ServerError::Bind)?;
+        let addr = listener.local_addr().map_err(ServerError::Bind)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServerError::Thread)?;
+        let server = name.to_owned();
+        let thread = std::thread::Builder::new()
+            .name(format!("http-{name}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(source = "http", stage = "listen", server,
+                                error_type = "io", error = %error, "test server cannot listen");
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        () = serve(listener, handler) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // A handler may still be asleep on a blocking thread; waiting for it
+                // would make every drop last as long as the longest hang.
+                runtime.shutdown_background();
+            })
+            .map_err(ServerError::Thread)?;
+        tracing::info!(source = "http", stage = "start", server = name, %addr, "serving");
+        Ok(Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A [`Server`] for tests that remembers every request it has answered, in order.
+#[derive(Debug)]
+pub struct MockServer {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    server: Server,
+}
+
+impl MockServer {
+    /// Starts serving `handler`; panics if it cannot, since a test without its server
+    /// has nothing to check.
+    pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        // Recorded once the handler has answered, just before the answer is written,
+        // because tests wait on the count to know what the client has been sent. So a
+        // request the handler is still sleeping on is not listed yet.
+        let recording: Handler = Arc::new(move |request: &Request| {
+            let response = handler(request);
+            seen.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(request.clone());
+            response
+        });
+        let server = Server::start("mock", recording).expect("mock server starts");
+        MockServer {
+            port: server.addr().port(),
+            requests,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
 
 /// Serves connections until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, handler: Handler) {
+async fn serve(listener: TcpListener, handler: Handler) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Out of descriptors, most likely; pausing lets connections close.
-                tracing::warn!(source = "replay", stage = "accept", error_type = "io",
+                tracing::warn!(source = "http", stage = "accept", error_type = "io",
                     error = %error, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
@@ -86,7 +216,7 @@ pub(crate) async fn serve(listener: TcpListener, handler: Handler) {
         let handler = handler.clone();
         tokio::spawn(async move {
             if let Err(error) = connection(stream, handler).await {
-                tracing::debug!(source = "replay", stage = "connection", error = %error,
+                tracing::debug!(source = "http", stage = "connection", error = %error,
                     "connection ended");
             }
         });
@@ -94,15 +224,21 @@ pub(crate) async fn serve(listener: TcpListener, handler: Handler) {
 }
 
 async fn connection(stream: tokio::net::TcpStream, handler: Handler) -> io::Result<()> {
+    // The head and the body go out as two writes; on a kept-alive connection Nagle's
+    // algorithm would hold the body back until the client's delayed ACK, some 40 ms.
+    stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
         let Some((request, keep_alive)) = read_request(&mut reader).await? else {
             return Ok(());
         };
-        tracing::debug!(source = "replay", method = %request.method, path = %request.path,
+        tracing::debug!(source = "http", method = %request.method, path = %request.path,
             "request");
-        let response = handler(request);
+        let handler = handler.clone();
+        let response = tokio::task::spawn_blocking(move || handler(&request))
+            .await
+            .map_err(io::Error::other)?;
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
             response.status,
@@ -277,6 +413,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         410 => "Gone",
         415 => "Unsupported Media Type",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
 }

@@ -8,6 +8,8 @@
 //! - [`prometheus::Prometheus`] backfills the scenario's metric history and serves it.
 //! - [`replay::Replay`] serves the scenario's Kubernetes API and Neo4j endpoint and
 //!   writes a kubeconfig for them.
+//! - [`http::MockServer`] answers with a test's own handler, on the same HTTP code as
+//!   the replay, and records the requests it answered.
 //! - [`scenario::Scenario`] is `testdata/scenarios/incident.toml`; every part renders
 //!   from it, anchored at a moment `T` of the caller's choosing (usually now).
 //!

@@ -68,12 +68,12 @@ impl Neo4jReplay {
         request.header("authorization") == Some(expected.as_str())
     }
 
-    pub(crate) fn handle(&self, request: Request) -> Response {
+    pub(crate) fn handle(&self, request: &Request) -> Response {
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         if request.path == "/" {
             return Response::json(
                 200,
-                &json!({
+                json!({
                     "bolt_routing": "neo4j://127.0.0.1:7687",
                     "transaction": format!("{}/db/{{databaseName}}/tx", self.base_url),
                     "bolt_direct": "bolt://127.0.0.1:7687",
@@ -85,16 +85,16 @@ impl Neo4jReplay {
         let ["db", database, "tx", "commit"] = segments.as_slice() else {
             return Response::json(
                 404,
-                &json!({ "errors": [error(
+                json!({ "errors": [error(
                 "Neo.ClientError.Request.Invalid", "Not found")] }),
             );
         };
         if request.method != "POST" {
-            let mut response = Response::json(405, &json!({ "errors": [] }));
+            let mut response = Response::json(405, json!({ "errors": [] }));
             response.headers.push(("Allow", "POST".into()));
             return response;
         }
-        if !self.authorized(&request) {
+        if !self.authorized(request) {
             let message = if request.header("authorization").is_some() {
                 "Invalid credential."
             } else {
@@ -102,7 +102,7 @@ impl Neo4jReplay {
             };
             let mut response = Response::json(
                 401,
-                &json!({ "errors": [error(
+                json!({ "errors": [error(
                 "Neo.ClientError.Security.Unauthorized", message)] }),
             );
             response
@@ -113,7 +113,7 @@ impl Neo4jReplay {
         if *database != self.scenario.database && *database != "system" {
             return Response::json(
                 404,
-                &json!({ "errors": [error(
+                json!({ "errors": [error(
                 "Neo.ClientError.Database.DatabaseNotFound",
                 &format!("Database does not exist. Database name: '{database}'."))] }),
             );
@@ -123,7 +123,7 @@ impl Neo4jReplay {
             Err(parse) => {
                 return Response::json(
                     400,
-                    &json!({ "errors": [error(
+                    json!({ "errors": [error(
                     "Neo.ClientError.Request.InvalidFormat",
                     &format!("Unable to deserialize request: {parse}"))] }),
                 );

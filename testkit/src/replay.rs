@@ -1,94 +1,17 @@
 //! The replay servers: the scenario's Kubernetes API and Neo4j HTTP endpoint on
-//! 127.0.0.1, each on its own port and its own thread, so a test may block (running the
-//! collector binary, say) while they answer.
+//! 127.0.0.1, each an [`http::Server`] on its own port and its own thread.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::http::{self, Handler, Request, Response};
+use crate::http::{self, Request, Response, Server, ServerError};
 use crate::k8s::{self, ContainerLog, Rendered};
 use crate::neo4j::{Neo4jMode, Neo4jReplay};
 use crate::scenario::Scenario;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("could not listen on 127.0.0.1")]
-    Bind(#[source] io::Error),
-    #[error("could not start the server thread")]
-    Thread(#[source] io::Error),
-}
-
-/// One HTTP server on its own thread; stopped on drop.
-#[derive(Debug)]
-pub struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Binds 127.0.0.1:0 and serves `handler` until dropped.
-    pub fn start(name: &str, handler: Handler) -> Result<Self, ReplayError> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ReplayError::Bind)?;
-        listener.set_nonblocking(true).map_err(ReplayError::Bind)?;
-        let addr = listener.local_addr().map_err(ReplayError::Bind)?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ReplayError::Thread)?;
-        let thread = std::thread::Builder::new()
-            .name(format!("replay-{name}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::error!(source = "replay", stage = "listen",
-                                error_type = "io", error = %error, "replay server cannot listen");
-                            return;
-                        }
-                    };
-                    tokio::select! {
-                        () = http::serve(listener, handler) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .map_err(ReplayError::Thread)?;
-        tracing::info!(source = "replay", stage = "start", server = name, %addr, "serving");
-        Ok(Server {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// How the replay behaves.
 #[derive(Debug, Clone)]
@@ -120,7 +43,7 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn start(scenario: &Scenario, options: &ReplayOptions) -> Result<Self, ReplayError> {
+    pub fn start(scenario: &Scenario, options: &ReplayOptions) -> Result<Self, ServerError> {
         let rendered = k8s::render(scenario, options.anchor);
         let api = Arc::new(KubeApi {
             scenario: scenario.clone(),
@@ -137,7 +60,7 @@ impl Replay {
             "neo4j",
             Arc::new(move |request| match slot.get() {
                 Some(replay) => replay.handle(request),
-                None => Response::json(503, &json!({ "errors": [] })),
+                None => Response::json(503, json!({ "errors": [] })),
             }),
         )?;
         let _ = neo4j_replay.set(Neo4jReplay {
@@ -235,7 +158,7 @@ impl KubeApi {
         })
     }
 
-    fn handle(&self, request: Request) -> Response {
+    fn handle(&self, request: &Request) -> Response {
         if self.require_token {
             let expected = format!("Bearer {}", self.scenario.cluster.token);
             if request.header("authorization") != Some(expected.as_str()) {
@@ -252,31 +175,31 @@ impl KubeApi {
         }
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["version"] => Response::json(200, &k8s::version(&self.scenario)),
-            ["healthz"] | ["readyz"] | ["livez"] => Response::text(200, "ok".into()),
+            ["version"] => Response::json(200, k8s::version(&self.scenario)),
+            ["healthz"] | ["readyz"] | ["livez"] => Response::text(200, "ok"),
             ["api"] => {
                 let host = request.header("host").unwrap_or("127.0.0.1").to_owned();
-                Response::json(200, &k8s::api_versions(&host))
+                Response::json(200, k8s::api_versions(&host))
             }
-            ["apis"] => Response::json(200, &k8s::api_groups()),
+            ["apis"] => Response::json(200, k8s::api_groups()),
             ["api", "v1"] => self.resources("v1"),
             ["apis", group, version] => self.resources(&format!("{group}/{version}")),
-            ["api", "v1", resource] => self.list(&request, "v1", None, resource),
+            ["api", "v1", resource] => self.list(request, "v1", None, resource),
             ["api", "v1", "namespaces", namespace, resource] => {
-                self.list(&request, "v1", Some(namespace), resource)
+                self.list(request, "v1", Some(namespace), resource)
             }
-            ["api", "v1", "nodes", name] => self.get(&request, "v1", None, "nodes", name),
+            ["api", "v1", "nodes", name] => self.get(request, "v1", None, "nodes", name),
             ["api", "v1", "namespaces", namespace, "pods", name] => {
-                self.get(&request, "v1", Some(namespace), "pods", name)
+                self.get(request, "v1", Some(namespace), "pods", name)
             }
             ["api", "v1", "namespaces", namespace, "pods", name, "log"] => {
-                self.log(&request, namespace, name)
+                self.log(request, namespace, name)
             }
             ["apis", group, version, resource] => {
-                self.list(&request, &format!("{group}/{version}"), None, resource)
+                self.list(request, &format!("{group}/{version}"), None, resource)
             }
             ["apis", group, version, "namespaces", namespace, resource] => self.list(
-                &request,
+                request,
                 &format!("{group}/{version}"),
                 Some(namespace),
                 resource,
@@ -290,7 +213,7 @@ impl KubeApi {
                 resource,
                 name,
             ] => self.get(
-                &request,
+                request,
                 &format!("{group}/{version}"),
                 Some(namespace),
                 resource,
@@ -359,7 +282,7 @@ impl KubeApi {
         }
         Response::json(
             200,
-            &json!({
+            json!({
                 "kind": listing.kind,
                 "apiVersion": listing.api_version,
                 "metadata": metadata,
@@ -538,7 +461,7 @@ fn decode_continue(token: &str, resource: &str) -> Option<usize> {
 }
 
 fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Response {
-    Response::json(code, &k8s::status(code, reason, message, details))
+    Response::json(code, k8s::status(code, reason, message, details))
 }
 
 fn not_found(resource: &str, name: &str) -> Response {

@@ -4,8 +4,9 @@ use serde_json::{Value, json};
 use sitrep_schemas::exit;
 use sitrep_schemas::header::BundleHeader;
 use sitrep_schemas::manifest::SourceStatus;
+use sitrep_testkit::http::{MockServer, Request, Response};
 
-use crate::common::{MockServer, Request, Response, collect, contains};
+use crate::common::{collect, contains};
 
 const TOKEN: &str = "invented-bearer-token-5f1c";
 
@@ -123,7 +124,7 @@ fn api(req: &Request) -> Response {
             let container = req.query.get("container").map(String::as_str).unwrap_or("");
             let previous = req.query.get("previous").map(String::as_str) == Some("true");
             match (pod, container, previous) {
-                ("ingest-a", "app", false) => Response::text(200, &long_log()),
+                ("ingest-a", "app", false) => Response::text(200, long_log()),
                 ("ingest-a", "app", true) => Response::text(
                     200,
                     "2026-12-04T09:00:00.000000000Z fatal error: out of memory\n",
@@ -143,7 +144,7 @@ fn api(req: &Request) -> Response {
                 ),
                 _ => Response::text(
                     200,
-                    &format!("2026-12-04T10:00:00.000000000Z hello from {pod}/{container}\n"),
+                    format!("2026-12-04T10:00:00.000000000Z hello from {pod}/{container}\n"),
                 ),
             }
         }

@@ -6,8 +6,9 @@ use serde_json::json;
 use sitrep_schemas::exit;
 use sitrep_schemas::manifest::SourceStatus;
 use sitrep_schemas::records::PromQueryLog;
+use sitrep_testkit::http::{MockServer, Response};
 
-use crate::common::{MockServer, Response, Started, collect, refused_port};
+use crate::common::{Started, collect, refused_port};
 
 fn neo4j_rows() -> MockServer {
     MockServer::start(|req| {

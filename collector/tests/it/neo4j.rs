@@ -4,8 +4,9 @@ use serde_json::{Value, json};
 use sitrep_schemas::exit;
 use sitrep_schemas::manifest::SourceStatus;
 use sitrep_schemas::records::{Neo4jListing, Neo4jServer};
+use sitrep_testkit::http::{MockServer, Request, Response};
 
-use crate::common::{MockServer, Request, Response, collect, contains, refused_port};
+use crate::common::{collect, contains, refused_port};
 
 const USER: &str = "neo4j";
 const PASSWORD: &str = "neo-invented-pw";

@@ -4,8 +4,9 @@ use serde_json::json;
 use sitrep_schemas::exit;
 use sitrep_schemas::manifest::SourceStatus;
 use sitrep_schemas::records::PromQueryLog;
+use sitrep_testkit::http::{MockServer, Response};
 
-use crate::common::{MockServer, Response, collect, refused_port};
+use crate::common::{collect, refused_port};
 
 fn matrix() -> serde_json::Value {
     json!({"status": "success", "data": {"resultType": "matrix", "result": [
