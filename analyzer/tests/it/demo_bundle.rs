@@ -132,3 +132,49 @@ fn the_shipped_demo_bundle_reads_as_a_terminal_report() {
             .contains("TERMINATE TRANSACTION 'neo4j-transaction-4711'")
     );
 }
+
+fn checked_in_schema(file: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/json")
+        .join(file);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Validates `instance` against one of the checked-in schemas, listing every violation.
+fn assert_matches_schema(schema_file: &str, instance: &serde_json::Value) {
+    let validator = jsonschema::validator_for(&checked_in_schema(schema_file)).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{schema_file}: {errors:#?}");
+}
+
+#[test]
+fn the_report_header_and_manifest_match_their_checked_in_schemas() {
+    let run = analyze(&demo_bundle(), &["--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_matches_schema("report.schema.json", &report);
+    // The schema has teeth: a severity outside its enum is refused.
+    let mut bent = report.clone();
+    bent["findings"][0]["severity"] = "dire".into();
+    let schema = checked_in_schema("report.schema.json");
+    assert!(!jsonschema::validator_for(&schema).unwrap().is_valid(&bent));
+
+    let file = std::fs::File::open(demo_bundle()).unwrap();
+    let mut archive = tar::Archive::new(zstd::Decoder::new(file).unwrap());
+    let mut checked = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let schema = match path.as_str() {
+            "sitrep.json" => "header.schema.json",
+            "manifest.json" => "manifest.schema.json",
+            _ => continue,
+        };
+        let value: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
+        assert_matches_schema(schema, &value);
+        checked.push(path);
+    }
+    assert_eq!(checked, ["sitrep.json", "manifest.json"]);
+}
