@@ -696,24 +696,34 @@ fn reporting_instance<'a>(ctx: &'a Ctx, event: &EventPlan) -> &'a str {
     }
 }
 
-fn event_core(ctx: &Ctx, event: &EventPlan) -> Value {
+/// Both event APIs describe one event with the same object metadata.
+fn event_metadata(ctx: &Ctx, event: &EventPlan) -> Value {
     let name = event_name(event);
+    json!({
+        "name": name,
+        "namespace": ctx.ns(),
+        "uid": uid(&format!("event/{name}")),
+        "resourceVersion": resource_version(&format!("event/{name}/{}", event.count)),
+        "creationTimestamp": ctx.ts(event.first),
+    })
+}
+
+/// The reporting component; the kubelet also names its host.
+fn event_source(ctx: &Ctx, event: &EventPlan) -> Value {
     let mut source = json!({ "component": event.component });
     if event.component == "kubelet" {
         source["host"] = json!(ctx.scenario.cluster.node);
     }
+    source
+}
+
+fn event_core(ctx: &Ctx, event: &EventPlan) -> Value {
     json!({
-        "metadata": {
-            "name": name,
-            "namespace": ctx.ns(),
-            "uid": uid(&format!("event/{name}")),
-            "resourceVersion": resource_version(&format!("event/{name}/{}", event.count)),
-            "creationTimestamp": ctx.ts(event.first),
-        },
+        "metadata": event_metadata(ctx, event),
         "involvedObject": involved(ctx, event),
         "reason": event.reason,
         "message": event.message,
-        "source": source,
+        "source": event_source(ctx, event),
         "firstTimestamp": ctx.ts(event.first),
         "lastTimestamp": ctx.ts(event.last),
         "count": event.count,
@@ -725,19 +735,8 @@ fn event_core(ctx: &Ctx, event: &EventPlan) -> Value {
 }
 
 fn event_v1(ctx: &Ctx, event: &EventPlan) -> Value {
-    let name = event_name(event);
-    let mut source = json!({ "component": event.component });
-    if event.component == "kubelet" {
-        source["host"] = json!(ctx.scenario.cluster.node);
-    }
     json!({
-        "metadata": {
-            "name": name,
-            "namespace": ctx.ns(),
-            "uid": uid(&format!("event/{name}")),
-            "resourceVersion": resource_version(&format!("event/{name}/{}", event.count)),
-            "creationTimestamp": ctx.ts(event.first),
-        },
+        "metadata": event_metadata(ctx, event),
         "eventTime": null,
         "reportingController": event.component,
         "reportingInstance": reporting_instance(ctx, event),
@@ -745,7 +744,7 @@ fn event_v1(ctx: &Ctx, event: &EventPlan) -> Value {
         "regarding": involved(ctx, event),
         "note": event.message,
         "type": if event.warning { "Warning" } else { "Normal" },
-        "deprecatedSource": source,
+        "deprecatedSource": event_source(ctx, event),
         "deprecatedFirstTimestamp": ctx.ts(event.first),
         "deprecatedLastTimestamp": ctx.ts(event.last),
         "deprecatedCount": event.count,
